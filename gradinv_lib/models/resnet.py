@@ -54,7 +54,7 @@ def convert_moco_state_dict(ckpt: dict) -> dict:
     (``fc.*``: MLP for v2, 128-d linear for v1) dropped. Linear-classification checkpoints
     (``module.*`` with ``fc`` the trained classifier): kept whole.
     """
-    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt.get("state_dict", ckpt), dict) else ckpt
+    sd = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), dict) else ckpt
     if any(k.startswith(MOCO_PREFIX) for k in sd):
         return {k[len(MOCO_PREFIX):]: v for k, v in sd.items()
                 if k.startswith(MOCO_PREFIX) and not k[len(MOCO_PREFIX):].startswith("fc.")}

@@ -95,7 +95,7 @@ def crop_grid(width: int, height: int, fractions=CROP_FRACTIONS) -> list:
 
 @torch.no_grad()
 def predict(model, images01: torch.Tensor, batch_size: int = 32):
-    """(argmax labels, their softmax probabilities) of ``model`` on pixel-space images."""
+    """(argmax labels, softmax probabilities) of ``model`` on pixel-space images (sets eval mode)."""
     model.eval()
     labels, confidences = [], []
     for chunk in images01.split(batch_size):

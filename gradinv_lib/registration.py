@@ -427,8 +427,8 @@ def _refine(
     """Gauss-Newton refinement of ``matrix`` minimising the masked SSD of warped ``mov`` to ``fix``.
 
     Inverse compositional (Baker & Matthews 2004): steepest-descent images come from the template
-    ``fix`` once; every step warps ``mov``, solves a small normal system per image and composes the
-    inverse increment. A per-image gain and bias are solved jointly at every step (and discarded),
+    ``fix`` once; every step warps ``mov``, applies the inverse Hessian (masked by the initial
+    in-frame region) and composes the inverse increment. A per-image gain and bias are solved jointly at every step (and discarded),
     so brightness/contrast differences between the images do not bias the geometry.
 
     Shape: mov, fix (N, H, W) grayscale; matrix (N, 2, 3). Returns refined (N, 2, 3).
@@ -438,14 +438,17 @@ def _refine(
     k = sd.shape[1]
     sd = torch.cat([sd, fix.reshape(n, 1, -1), torch.ones_like(sd[:, :1])], dim=1)  # + gain, bias
     sample_map = torch.linalg.inv(_to3x3(matrix.double()))  # dst -> src
-    eye = torch.eye(k + 2, dtype=torch.float64, device=fix.device)
+    _, mask0 = _sample(mov, sample_map)  # the in-frame region barely moves after initialisation
+    hess = ((sd * mask0[:, None]) @ sd.transpose(1, 2)).double()
+    hess = hess + (1e-6 * hess.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] + 1e-9) * torch.eye(
+        k + 2, dtype=torch.float64, device=fix.device
+    )
+    hess_inv = torch.linalg.inv(hess).float()
     for _ in range(iterations):
+        # out-of-frame pixels get zero residual, so the fixed point is that of the masked SSD
         warped, mask = _sample(mov, sample_map)
-        sdm = sd * mask[:, None]
-        hess = (sdm @ sd.transpose(1, 2)).double()
-        rhs = (sdm @ (warped - fix.reshape(n, -1))[..., None]).double()
-        damp = 1e-6 * hess.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] + 1e-9
-        dp = torch.linalg.solve(hess + damp * eye, rhs)[:, :k, 0]
+        rhs = sd @ ((warped - fix.reshape(n, -1)) * mask)[..., None]
+        dp = (hess_inv @ rhs)[:, :k, 0].double()
         sample_map = sample_map @ torch.linalg.inv(_delta_warp(dp, model, (h, w)))
     return torch.linalg.inv(sample_map)[:, :2].to(matrix.dtype)
 
@@ -581,7 +584,7 @@ def _similarity_estimate(mov: torch.Tensor, fix: torch.Tensor, iterations: int) 
     return torch.where(better[:, None, None], cand_rs, cand_t)
 
 
-def register_similarity(moving: torch.Tensor, fixed: torch.Tensor, iterations: int = 10) -> Registration:
+def register_similarity(moving: torch.Tensor, fixed: torch.Tensor, iterations: int = 6) -> Registration:
     """Rotation, uniform scale and translation (log-polar phase correlation + Gauss-Newton).
 
     Shape: moving, fixed (N, C, H, W). ``params`` (N, 4) = (angle_deg, scale, dx, dy) with
@@ -595,7 +598,7 @@ def register_similarity(moving: torch.Tensor, fixed: torch.Tensor, iterations: i
     return Registration(warped, matrix.to(moving.dtype), params.to(moving.dtype))
 
 
-def register_affine(moving: torch.Tensor, fixed: torch.Tensor, iterations: int = 10) -> Registration:
+def register_affine(moving: torch.Tensor, fixed: torch.Tensor, iterations: int = 6) -> Registration:
     """General 6-dof affine: the similarity estimate refined by affine Gauss-Newton steps.
 
     Shape: moving, fixed (N, C, H, W). ``params`` (N, 6) = flattened ``matrix``.

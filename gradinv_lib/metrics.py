@@ -8,6 +8,7 @@ per image, shape (N,).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Callable
 
 import kornia
@@ -193,7 +194,9 @@ def lpips_metric(device: str | torch.device = "cpu") -> Callable[[Tensor, Tensor
                                f"(found no such file)")
     import lpips  # heavy import, only when usable
 
-    net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # torchvision's notice about lpips' legacy `pretrained=False`
+        warnings.simplefilter("ignore", UserWarning)
+        net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
     _load_alexnet_backbone(net, path)
     net = net.to(device).eval()
 

@@ -9,8 +9,9 @@ its pretrained weights are not available offline, so F here is a parametric warp
   fit, refined by a few inverse-compositional Lucas-Kanade (Gauss-Newton) steps;
 * ``similarity`` (rotation, uniform scale, translation): rotation and scale from phase correlation
   of log-polar Fourier magnitudes (translation-invariant), then translation by phase correlation,
-  then Gauss-Newton refinement of all four parameters; the result is kept only where it beats the
-  translation-only result (so a spurious rotation estimate can never make things worse);
+  then Gauss-Newton refinement of all four parameters; per image it is kept only where it fits
+  better (NCC) than the same refinement started from the translation-only estimate (so a spurious
+  log-polar estimate cannot make things worse);
 * ``affine``: the similarity result refined as a general 6-dof affine map.
 
 Everything works on whole batches (no Python loop over images). Conventions:
@@ -331,15 +332,22 @@ def estimate_rotation_scale(
     """
     _check_pair(moving, fixed)
     with torch.no_grad():
-        r_min = max(1.5, min(moving.shape[-2:]) / 64.0)
-        lp_m, step = _log_polar_spectrum(_gray(moving), n_angles, n_radii, r_min)
-        lp_f, _ = _log_polar_spectrum(_gray(fixed), n_angles, n_radii, r_min)
-        win = torch.hann_window(n_radii, periodic=False, device=lp_m.device)[None, :]
-        lp_m = (lp_m - lp_m.mean(dim=(-2, -1), keepdim=True)) * win
-        lp_f = (lp_f - lp_f.mean(dim=(-2, -1), keepdim=True)) * win
-        shift, _ = _phase_correlation(lp_m, lp_f)  # (d_logr, d_theta) in samples
-        angle = shift[:, 1] * (180.0 / n_angles)
-        scale = torch.exp(-shift[:, 0] * step)
+        return _rotation_scale(_gray(moving), _gray(fixed), n_angles, n_radii)
+
+
+def _rotation_scale(
+    mov: torch.Tensor, fix: torch.Tensor, n_angles: int = 180, n_radii: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-polar phase correlation on grayscale pairs. Shape: (N, H, W) each -> (N,), (N,)."""
+    r_min = max(1.5, min(mov.shape[-2:]) / 64.0)
+    lp_m, step = _log_polar_spectrum(mov, n_angles, n_radii, r_min)
+    lp_f, _ = _log_polar_spectrum(fix, n_angles, n_radii, r_min)
+    win = torch.hann_window(n_radii, periodic=False, device=lp_m.device)[None, :]
+    lp_m = (lp_m - lp_m.mean(dim=(-2, -1), keepdim=True)) * win
+    lp_f = (lp_f - lp_f.mean(dim=(-2, -1), keepdim=True)) * win
+    shift, _ = _phase_correlation(lp_m, lp_f)  # (d_logr, d_theta) in samples
+    angle = shift[:, 1] * (180.0 / n_angles)
+    scale = torch.exp(-shift[:, 0] * step)
     return angle, scale
 
 
@@ -559,17 +567,13 @@ def _similarity_params(matrix: torch.Tensor, size: tuple[int, int]) -> torch.Ten
 
 
 def _similarity_estimate(mov: torch.Tensor, fix: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Log-polar rotation/scale, phase-correlation translation, Gauss-Newton; best of that and
-    translation-only per image. Shape: (N, H, W) -> (N, 2, 3)."""
+    """Log-polar rotation/scale, then phase-correlation translation, then Gauss-Newton; per image,
+    kept only if it beats Gauss-Newton started from the plain translation estimate.
+
+    Shape: (N, H, W) each -> (N, 2, 3).
+    """
     n, h, w = mov.shape
-    r_min = max(1.5, min(h, w) / 64.0)
-    lp_m, step = _log_polar_spectrum(mov, 180, 64, r_min)
-    lp_f, _ = _log_polar_spectrum(fix, 180, 64, r_min)
-    rwin = torch.hann_window(64, periodic=False, device=mov.device)[None, :]
-    lp_shift, _ = _phase_correlation(
-        (lp_m - lp_m.mean(dim=(-2, -1), keepdim=True)) * rwin, (lp_f - lp_f.mean(dim=(-2, -1), keepdim=True)) * rwin
-    )
-    angle, scale = lp_shift[:, 1] * (180.0 / 180), torch.exp(-lp_shift[:, 0] * step)
+    angle, scale = _rotation_scale(mov, fix)
     rs = similarity_matrix(angle, scale, torch.zeros(n, 2, device=mov.device), (h, w))
     rotated = _kornia_warp_affine(mov[:, None], rs, (h, w), padding_mode="border", align_corners=True)[:, 0]
     win = _hann(h, w, mov.device)

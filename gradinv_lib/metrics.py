@@ -63,11 +63,12 @@ def psnr(recon: Tensor, orig: Tensor) -> Tensor:
 def registered_psnr(recon: Tensor, orig: Tensor, registration: Registration) -> Tensor:
     """PSNR after registering EACH reconstruction onto ITS OWN original (Tables 2-4).
 
-    ``registration(moving, fixed)`` warps ``moving[i]`` onto ``fixed[i]`` for every i
-    (see ``gradinv_lib.registration``); it never sees other images of the batch as targets.
+    ``registration(moving, fixed) -> Registration`` (one of ``gradinv_lib.registration.
+    REGISTRATIONS``) warps ``moving[i]`` onto ``fixed[i]`` for every i; it never sees other
+    images of the batch as targets.
     """
     _check_pair(recon, orig)
-    warped = registration(recon, orig)
+    warped = registration(recon, orig).warped
     if warped.shape != recon.shape:
         raise InputError(f"registration: expected warped images of shape {tuple(recon.shape)}, "
                          f"found {tuple(warped.shape)}")

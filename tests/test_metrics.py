@@ -11,6 +11,7 @@ from torch import nn
 from gradinv_lib import metrics as M
 from gradinv_lib.errors import InputError, MissingAssetError
 from gradinv_lib.models.base import ImageClassifier
+from gradinv_lib.registration import Registration
 
 
 def imgs(n=2, s=16, seed=0):
@@ -60,13 +61,13 @@ def test_registered_psnr_registers_each_image_onto_its_own_original():
 
     def register(moving, fixed):  # undo the known shift; record the pairs it was given
         seen.append((moving.clone(), fixed.clone()))
-        return torch.roll(moving, -2, dims=-1)
+        return Registration(torch.roll(moving, -2, dims=-1), None, None)
 
     out = M.registered_psnr(recon, orig, register)
     assert torch.all(out == M.PSNR_CAP_DB)
     assert torch.equal(seen[0][0], recon) and torch.equal(seen[0][1], orig)  # paired, not the batch
     with pytest.raises(InputError, match="warped images of shape"):
-        M.registered_psnr(recon, orig, lambda m, f: m[:1])
+        M.registered_psnr(recon, orig, lambda m, f: Registration(m[:1], None, None))
 
 
 def tiny_model(seed=0):
@@ -107,7 +108,7 @@ def test_match_by_labels():
 
 def test_evaluate_reconstruction_keys():
     orig, model = imgs(3), tiny_model()
-    out = M.evaluate_reconstruction(orig, orig, model=model, registration=lambda m, f: m)
+    out = M.evaluate_reconstruction(orig, orig, model=model, registration=lambda m, f: Registration(m, None, None))
     assert out["psnr"] == M.PSNR_CAP_DB and out["psnr_registered"] == M.PSNR_CAP_DB
     assert out["fft2d"] == pytest.approx(0, abs=1e-6) and out["ssim"] == pytest.approx(1, abs=1e-6)
     assert out["feature_dist"] == 0 and out["lpips"] is None

@@ -194,4 +194,11 @@ class ImageNetFolder:
         rows = [self[i] for i in indices]
         return stack_labelled([x for x, _ in rows], [y for _, y in rows],
                               [self.items[i][0].name for i in indices], [False] * len(rows),
-                              source=f"ImageNet {self.split} ({self.folder})")
+                              source=self.source)
+
+    # ``sample_batch`` draws from this folder as from LabelledImages, reading only the batch.
+    subset = as_labelled
+
+    @property
+    def source(self) -> str:
+        return f"ImageNet {self.split} ({self.folder})"

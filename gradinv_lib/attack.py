@@ -1,0 +1,59 @@
+"""GradInversion end to end: recover the labels (eq. 8), assemble the objective the configuration
+asks for (eqs. 3, 9, 12) and run the loop. Prior attacks reuse these pieces with other settings."""
+
+from __future__ import annotations
+
+import torch
+
+from .bn_stats import bn_mode, running_bn_stats
+from .client import ClientUpdate, check_update_fits, target_gradients
+from .config import InversionConfig
+from .errors import InputError
+from .inversion import InversionResult, run_inversion
+from .labels import recover_labels_from_update
+from .objectives import BNPrior, GradientMatching, GroupConsistency, L2Prior, Objective, TotalVariation
+
+
+def bn_targets(model, update: ClientUpdate, which: str):
+    """BN prior targets: the client batch's statistics (BN_exact) or running ones (BN_approx)."""
+    if which == "exact":
+        if not update.bn_stats:
+            raise InputError("bn_target='exact' needs the client batch's BN statistics, and this "
+                             "update carries none; use bn_target='running' (BN_approx)")
+        return update.bn_stats
+    # Running variance is an unbiased estimate; the prior compares biased batch variances, so
+    # scale it by (n-1)/n for the batch's per-layer element count n.
+    return running_bn_stats(model, batch_size=update.batch_size, image_shape=update.image_shape)
+
+
+def build_objective(model, update: ClientUpdate, config: InversionConfig) -> Objective:
+    """alpha_G L_grad + alpha_TV TV + alpha_l2 l2 + alpha_BN R_BN + alpha_group R_group."""
+    device = next(model.parameters()).device
+    targets = [t.to(device) for t in target_gradients(update, model)]
+    objective = config.alpha_grad * GradientMatching(targets, metric=config.grad_metric)
+    objective = objective + config.alpha_tv * TotalVariation() + config.alpha_l2 * L2Prior()
+    if config.bn_target != "none" and config.alpha_bn:
+        if not model.bn_layers():
+            raise InputError(f"model {model.name} has no BatchNorm layers; set bn_target='none'")
+        stats = bn_targets(model, update, config.bn_target)
+        objective = objective + config.alpha_bn * BNPrior(
+            {k: (m.to(device), v.to(device)) for k, (m, v) in stats.items()})
+    if config.group != "none" and config.seeds > 1:
+        objective = objective + config.alpha_group * GroupConsistency()
+    return objective
+
+
+def gradinversion(model, update: ClientUpdate, config: InversionConfig = InversionConfig(),
+                  labels: torch.Tensor | None = None, **loop_options) -> InversionResult:
+    """Recover the batch behind ``update``: labels by ``config.label_rule`` unless given, then images.
+
+    ``loop_options`` go to :func:`gradinv_lib.inversion.run_inversion` (device, callback,
+    checkpoint_dir, resume, progress).
+    """
+    check_update_fits(update, model)
+    if labels is None:
+        labels = recover_labels_from_update(update, model, rule=config.label_rule)
+    objective = build_objective(model, update, config)
+    with bn_mode(model, update.bn_mode):  # BN normalises as it did in the client's forward
+        return run_inversion(model, objective, torch.as_tensor(labels), update.image_shape,
+                             config, **loop_options)

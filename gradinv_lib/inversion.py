@@ -1,0 +1,185 @@
+"""The GradInversion optimisation loop (eq. 1, sec. 3.5): G seeds optimised jointly as one batched
+tensor with Adam, cosine-decayed learning rate and Langevin noise, kept inside the image box."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .checkpoint import InversionInterrupted, load_checkpoint, save_checkpoint, stop_on_signals
+from .config import InversionConfig
+from .errors import InputError
+from .objectives import AttackState, Objective
+from .registration import ConsensusSchedule, lazy_consensus, registered_consensus
+from .schedule import cosine_with_warmup
+from .seed_gradients import per_seed_gradients
+
+
+@dataclass
+class Progress:
+    """What the loop hands to a callback: it never needs to know what the callback does."""
+
+    iteration: int
+    total: int
+    images: Tensor              # (G, B, C, H, W) normalised, detached
+    losses: dict[str, float]
+    to_pixels: Callable[[Tensor], Tensor]
+
+
+@dataclass
+class InversionResult:
+    """Per-seed reconstructions, their consensus and the loss history, in pixel space [0, 1]."""
+
+    images: Tensor              # (G, B, C, H, W)
+    consensus: Tensor           # (B, C, H, W)
+    start: Tensor               # (B, C, H, W): seed 0's starting noise, the paper's first row
+    labels: Tensor              # (B,) labels the attack used
+    history: dict[str, list[float]]
+    config: InversionConfig
+    iterations: int
+    seconds: float
+    resumed_from: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def image_box(model, device) -> tuple[Tensor, Tensor]:
+    """Bounds of the valid image range [0, 1] in the model's normalised space, (1, 3, 1, 1) each."""
+    lo = model.normalize(torch.zeros(1, 3, 1, 1, device=device))
+    hi = model.normalize(torch.ones(1, 3, 1, 1, device=device))
+    return lo, hi
+
+
+class _Consensus:
+    """The group target (eq. 12): lazy pixel mean, or the registered mean, refreshed on schedule."""
+
+    def __init__(self, config: InversionConfig):
+        self.config = config
+        self.schedule = ConsensusSchedule(config.register_start, config.register_every)
+        self.current: Tensor | None = None
+
+    def update(self, t: int, images: Tensor) -> Tensor:
+        total = self.config.iterations
+        if self.config.group != "registered" or t < self.schedule.start(total):
+            self.current = lazy_consensus(images)
+        elif self.schedule.should_register(t, total):
+            self.current = registered_consensus(images, method=self.config.registration)
+        return self.current
+
+    def final(self, images: Tensor) -> Tensor:
+        if self.config.group == "registered" and images.shape[0] > 1:
+            return registered_consensus(images, method=self.config.registration)
+        return lazy_consensus(images)
+
+
+def run_inversion(model, objective: Objective, labels: Tensor, image_shape, config: InversionConfig,
+                  device=None, callback: Callable[[Progress], None] | None = None,
+                  callback_every: int | None = None, checkpoint_dir: str | Path | None = None,
+                  resume: bool = False, progress: bool = True) -> InversionResult:
+    """Minimise ``objective`` over G seeds of a batch of ``len(labels)`` images (eq. 1).
+
+    Every ``config.checkpoint_every`` iterations and on SIGINT/SIGTERM the state is saved
+    atomically to ``checkpoint_dir``; ``resume=True`` continues from it and, on CPU, ends with
+    exactly the images an uninterrupted run gives.
+    """
+    device = torch.device(device or next(model.parameters()).device)
+    labels = labels.to(device)
+    shape = (config.seeds, len(labels), *image_shape)
+    lo, hi = image_box(model, device)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    x = (torch.randn(shape, generator=gen, device=device) * config.init_std).clamp_(lo, hi)
+    start_images = x[0].detach().clone()
+    x.requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=config.lr)
+    consensus = _Consensus(config)
+    names = [t.name for _, t in objective.items()]
+    history = torch.zeros(config.iterations, len(names) + 1, device=device)
+    first = 0
+
+    if resume and checkpoint_dir is not None:
+        state = load_checkpoint(checkpoint_dir, device)
+        if state is not None:
+            _check_resumable(state, config, labels, shape)
+            with torch.no_grad():
+                x.copy_(state["images"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["rng"].to(gen.get_state().device))
+            consensus.current = state["consensus"]
+            history[: state["iteration"]] = state["history"][: state["iteration"]]
+            start_images = state["start"]
+            first = state["iteration"]
+
+    def snapshot(t):
+        return {"iteration": t, "images": x.detach(), "optimizer": opt.state_dict(),
+                "rng": gen.get_state(), "consensus": consensus.current, "history": history[:t],
+                "start": start_images, "config": config.to_dict(), "labels": labels.cpu(),
+                "shape": list(shape)}
+
+    every = callback_every or config.log_every
+    started = time.perf_counter()
+    bar = tqdm(range(first, config.iterations), initial=first, total=config.iterations,
+               disable=not progress, desc="GradInversion", leave=False)
+    with stop_on_signals() as stop:
+        for t in bar:
+            if stop:
+                path = save_checkpoint(checkpoint_dir, snapshot(t)) if checkpoint_dir else None
+                raise InversionInterrupted(t, path)
+            lr = cosine_with_warmup(t, config.iterations, config.lr, config.warmup)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            state = AttackState(images=x)
+            if objective.needs_grads or objective.needs_bn:
+                state.grads, state.bn = per_seed_gradients(
+                    model, x, labels, with_bn=objective.needs_bn, mode=config.seed_mode, amp=config.amp)
+            if objective.needs_consensus:
+                state.consensus = consensus.update(t, x.detach())
+            total, parts = objective.parts(state)
+            opt.zero_grad(set_to_none=True)
+            total.backward(inputs=[x])
+            opt.step()
+            with torch.no_grad():
+                if config.alpha_noise:
+                    x.add_(torch.randn(shape, generator=gen, device=device), alpha=lr * config.alpha_noise)
+                x.clamp_(lo, hi)
+                history[t, 0] = total.detach()
+                history[t, 1:] = torch.stack(list(parts.values()))
+            if (t + 1) % config.log_every == 0:
+                bar.set_postfix(loss=f"{history[t, 0].item():.4g}", lr=f"{lr:.3g}")
+            if callback is not None and ((t + 1) % every == 0 or t + 1 == config.iterations):
+                callback(Progress(t + 1, config.iterations, x.detach(),
+                                  dict(zip(["total", *names], history[t].tolist())), _pixels(model)))
+            if checkpoint_dir and config.checkpoint_every and (t + 1) % config.checkpoint_every == 0:
+                save_checkpoint(checkpoint_dir, snapshot(t + 1))
+    bar.close()
+    if checkpoint_dir:
+        save_checkpoint(checkpoint_dir, snapshot(config.iterations))
+    final = x.detach()
+    to_pixels = _pixels(model)
+    hist = history.cpu()
+    return InversionResult(
+        images=to_pixels(final), consensus=to_pixels(consensus.final(final)),
+        start=to_pixels(start_images), labels=labels.cpu(),
+        history={name: hist[:, i].tolist() for i, name in enumerate(["total", *names])},
+        config=config, iterations=config.iterations, seconds=time.perf_counter() - started,
+        resumed_from=first)
+
+
+def _pixels(model):
+    return lambda x: model.denormalize(x).clamp(0, 1).cpu()
+
+
+def _check_resumable(state: dict, config: InversionConfig, labels: Tensor, shape) -> None:
+    saved = InversionConfig.from_dict(state["config"])
+    differing = [k for k, v in config.to_dict().items()
+                 if k not in ("log_every", "checkpoint_every") and saved.to_dict()[k] != v]
+    if differing:
+        raise InputError(f"checkpoint was made with a different configuration ({', '.join(differing)}); "
+                         "use the same settings or a fresh --checkpoint directory")
+    if list(state["shape"]) != list(shape) or not torch.equal(state["labels"], labels.cpu()):
+        raise InputError(f"checkpoint is for images {tuple(state['shape'])} with labels "
+                         f"{state['labels'].tolist()}, not {tuple(shape)} with {labels.tolist()}")

@@ -1,0 +1,194 @@
+"""Objective terms of GradInversion (eqs. 1, 3, 9, 12) that compose with ``+`` and ``*``.
+
+Every term reads an :class:`AttackState` (the G seeds' images, their per-seed parameter gradients,
+BN input statistics and the group consensus) and returns a scalar summed over seeds, so each
+seed's update is independent of G. The loop knows nothing about the terms: it asks the objective
+which inputs it needs (``needs_bn``, ``needs_consensus``) and calls it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class AttackState:
+    """What the terms read.
+
+    Shape:
+        images: (G, B, C, H, W) normalised images being optimised.
+        grads: one (G, *param.shape) tensor per model parameter, in ``model.parameters()`` order.
+        bn: BN layer name -> (mean, biased var) of its input, each (G, C).
+        consensus: (B, C, H, W) detached group target, or None.
+    """
+
+    images: Tensor
+    grads: list[Tensor] | None = None
+    bn: dict[str, tuple[Tensor, Tensor]] | None = None
+    consensus: Tensor | None = None
+
+
+class Term:
+    """A loss term; ``w * term`` weights it, ``a + b`` sums terms into one objective."""
+
+    name = "term"
+    needs_grads = False
+    needs_bn = False
+    needs_consensus = False
+
+    def __call__(self, state: AttackState) -> Tensor:
+        raise NotImplementedError
+
+    def items(self) -> list[tuple[float, "Term"]]:
+        return [(1.0, self)]
+
+    def __mul__(self, weight: float) -> "Objective":
+        return Objective([(float(weight) * w, t) for w, t in self.items()])
+
+    __rmul__ = __mul__
+
+    def __add__(self, other: "Term") -> "Objective":
+        return Objective(self.items() + other.items())
+
+
+class Objective(Term):
+    """A weighted sum of terms; :meth:`parts` also returns each weighted term, detached."""
+
+    name = "total"
+
+    def __init__(self, items: list[tuple[float, Term]]):
+        self._items = [(w, t) for w, t in items if w != 0.0]
+
+    def items(self):
+        return list(self._items)
+
+    @property
+    def needs_grads(self):
+        return any(t.needs_grads for _, t in self._items)
+
+    @property
+    def needs_bn(self):
+        return any(t.needs_bn for _, t in self._items)
+
+    @property
+    def needs_consensus(self):
+        return any(t.needs_consensus for _, t in self._items)
+
+    def parts(self, state: AttackState) -> tuple[Tensor, dict[str, Tensor]]:
+        values = {t.name: w * t(state) for w, t in self._items}
+        total = torch.stack(list(values.values())).sum()
+        return total, {k: v.detach() for k, v in values.items()}
+
+    def __call__(self, state: AttackState) -> Tensor:
+        return self.parts(state)[0]
+
+
+def _per_layer_distance(grads: list[Tensor], targets: list[Tensor], squared: bool) -> Tensor:
+    """(G,) sum over layers of ||g_l - t_l||_2 (or its square) for every seed."""
+    dists = [(g - t).flatten(1).pow(2).sum(1) for g, t in zip(grads, targets)]
+    per_layer = torch.stack(dists)  # (L, G)
+    if not squared:
+        per_layer = per_layer.clamp_min(1e-30).sqrt()
+    return per_layer.sum(0)
+
+
+def _cosine_distance(grads: list[Tensor], targets: list[Tensor], weights: list[float]) -> Tensor:
+    """(G,) one minus the cosine similarity of all (weighted) gradients, per seed."""
+    dot = sum(w * (g * t).flatten(1).sum(1) for w, g, t in zip(weights, grads, targets))
+    g_sq = sum(w * g.flatten(1).pow(2).sum(1) for w, g in zip(weights, grads))
+    t_sq = sum(w * t.pow(2).sum() for w, t in zip(weights, targets))
+    return 1 - dot / (g_sq.clamp_min(1e-30).sqrt() * t_sq.clamp_min(1e-30).sqrt())
+
+
+class GradientMatching(Term):
+    """L_grad (eq. 3): distance between the seeds' parameter gradients and the client's.
+
+    ``metric``: ``"l2"`` sum over layers of the non-squared L2 norm (the paper's), ``"sq_l2"``
+    its square (DLG), ``"cosine"`` one minus cosine similarity over all parameters (Inverting
+    Gradients; optional per-layer ``layer_weights``). A "layer" is one parameter tensor.
+    """
+
+    name = "grad"
+    needs_grads = True
+
+    def __init__(self, targets: list[Tensor], metric: str = "l2", layer_weights=None):
+        if metric not in ("l2", "sq_l2", "cosine"):
+            raise ValueError(f"unknown gradient metric {metric!r}")
+        self.targets = [t.detach() for t in targets]
+        self.metric = metric
+        self.layer_weights = list(layer_weights) if layer_weights is not None else [1.0] * len(targets)
+
+    def __call__(self, state: AttackState) -> Tensor:
+        if self.metric == "cosine":
+            return _cosine_distance(state.grads, self.targets, self.layer_weights).sum()
+        return _per_layer_distance(state.grads, self.targets, self.metric == "sq_l2").sum()
+
+
+def _flat_seeds(images: Tensor) -> Tensor:
+    return images.flatten(2)  # (G, B, C*H*W)
+
+
+class TotalVariation(Term):
+    """R_TV (eq. 9): sum over the 4 neighbour directions of the L2 norm of pixel differences.
+
+    Departure note: the paper writes TV(x) without its form; its constants (1e-4 TV, 1e-5 l2)
+    are DeepInversion's, whose TV is this L2-norm variant, so we use that form.
+    """
+
+    name = "tv"
+
+    def __call__(self, state: AttackState) -> Tensor:
+        x = state.images
+        diffs = (
+            x[..., :, :-1] - x[..., :, 1:],
+            x[..., :-1, :] - x[..., 1:, :],
+            x[..., 1:, :-1] - x[..., :-1, 1:],
+            x[..., :-1, :-1] - x[..., 1:, 1:],
+        )
+        return sum(d.flatten(1).norm(dim=1).sum() for d in diffs)
+
+
+class L2Prior(Term):
+    """R_l2 (eq. 9): the L2 norm of each seed's batch, summed over seeds."""
+
+    name = "l2"
+
+    def __call__(self, state: AttackState) -> Tensor:
+        return state.images.flatten(1).norm(dim=1).sum()
+
+
+class BNPrior(Term):
+    """R_BN (eq. 9): sum over BN layers of ||mu_l(x) - mu_l||_2 + ||var_l(x) - var_l||_2.
+
+    ``targets`` maps BN layer names to (mean, biased var) of shape (C,): the client batch's own
+    statistics for BN_exact, the running statistics for BN_approx.
+    """
+
+    name = "bn"
+    needs_bn = True
+
+    def __init__(self, targets: dict[str, tuple[Tensor, Tensor]]):
+        self.targets = {k: (m.detach(), v.detach()) for k, (m, v) in targets.items()}
+
+    def __call__(self, state: AttackState) -> Tensor:
+        total = 0.0
+        for name, (mean_t, var_t) in self.targets.items():
+            mean, var = state.bn[name]
+            total = total + (mean - mean_t).norm(dim=-1).sum() + (var - var_t).norm(dim=-1).sum()
+        return total
+
+
+class GroupConsistency(Term):
+    """R_group (eq. 12): the L2 distance of every seed's batch to the (detached) consensus."""
+
+    name = "group"
+    needs_consensus = True
+
+    def __call__(self, state: AttackState) -> Tensor:
+        return (state.images - state.consensus).flatten(1).norm(dim=1).sum()
+
+
+TERMS = {t.name: t for t in (GradientMatching, TotalVariation, L2Prior, BNPrior, GroupConsistency)}

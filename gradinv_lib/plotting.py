@@ -1,0 +1,47 @@
+"""Figures: image grids of originals beside reconstructions, saved as PNG (and PDF on request).
+Plotting only reads results; it never computes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(("module://", "nbagg")) else None
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def image_grid(rows: dict[str, torch.Tensor], column_titles=None, scale: float = 1.6):
+    """A figure with one row per entry of ``rows`` (name -> (B, 3, H, W) in [0, 1])."""
+    names = list(rows)
+    cols = max(r.shape[0] for r in rows.values())
+    fig, axes = plt.subplots(len(names), cols, figsize=(scale * cols, scale * len(names) + 0.3),
+                             squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < rows[name].shape[0]:
+                ax.imshow(rows[name][c].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if r == 0 and column_titles is not None and c < len(column_titles):
+                ax.set_title(str(column_titles[c]), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | Path, pdf: bool = False) -> list[Path]:
+    """Write ``fig`` to ``path`` (PNG) and, with ``pdf``, beside it as PDF; closes the figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = [path]
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    if pdf:
+        written.append(path.with_suffix(".pdf"))
+        fig.savefig(written[-1], bbox_inches="tight")
+    plt.close(fig)
+    return written

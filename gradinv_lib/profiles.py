@@ -1,0 +1,66 @@
+"""Named run profiles: ``quick`` (this laptop-class CPU, embedded offline assets, minutes) and
+``paper`` (the paper's settings on a GPU with the user's ImageNet and weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import InversionConfig
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Model, data and attack settings for one profile."""
+
+    name: str
+    model: str
+    weights: str
+    resolution: int
+    dataset: str                      # "pool" | "imagenet" | "cifar10"
+    config: InversionConfig
+    label_trials: int
+    label_batch_sizes: tuple = ()
+    notes: str = ""
+
+
+PROFILES = {
+    "quick": Profile(
+        name="quick", model="efficientnet_lite0", weights="default", resolution=64, dataset="pool",
+        config=InversionConfig(iterations=400, lr=0.1, warmup=20, seeds=1, group="none",
+                               log_every=25, checkpoint_every=100, register_every=25),
+        label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96),
+        notes="Pretrained EfficientNet-Lite0 (shipped weights) at 64 px on the embedded pool; "
+              "far fewer iterations than the paper's 20K."),
+    "paper": Profile(
+        name="paper", model="resnet50_moco", weights="default", resolution=224, dataset="imagenet",
+        config=InversionConfig(), label_trials=10_000, label_batch_sizes=(1, 8, 32, 64, 96),
+        notes="ResNet-50 (MoCo v2 + linear classifier, or torchvision weights), ImageNet 224 px, "
+              "20K iterations, 8 seeds, registered group consistency; needs a GPU."),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise InputError(f"profile: expected one of {', '.join(PROFILES)}, found {name!r}")
+    return PROFILES[name]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_dataset(name: str, resolution: int, imagenet: str | None = None):
+    """The labelled images a profile draws batches from (LabelledImages or ImageNetFolder)."""
+    from .data import ImageNetFolder, embedded_cifar10, embedded_imagenet, load_pool
+    loaders = {
+        "pool": lambda: load_pool(resolution),
+        "embedded": lambda: embedded_imagenet(resolution),
+        "cifar10": embedded_cifar10,
+        "imagenet": lambda: ImageNetFolder(imagenet, resolution=resolution),
+    }
+    if name not in loaders:
+        raise InputError(f"dataset: expected one of {', '.join(loaders)}, found {name!r}")
+    return loaders[name]()

@@ -23,12 +23,15 @@ class AttackState:
         grads: one (G, *param.shape) tensor per model parameter, in ``model.parameters()`` order.
         bn: BN layer name -> (mean, biased var) of its input, each (G, C).
         consensus: (B, C, H, W) detached group target, or None.
+        logits: (G, B, num_classes) of a forward pass that computed no parameter gradients, or
+            None (filled by loops that run such a pass, e.g. ``prior_attacks.state``).
     """
 
     images: Tensor
     grads: list[Tensor] | None = None
     bn: dict[str, tuple[Tensor, Tensor]] | None = None
     consensus: Tensor | None = None
+    logits: Tensor | None = None
 
 
 class Term:
@@ -38,6 +41,7 @@ class Term:
     needs_grads = False
     needs_bn = False
     needs_consensus = False
+    needs_logits = False
 
     def __call__(self, state: AttackState) -> Tensor:
         raise NotImplementedError
@@ -76,6 +80,10 @@ class Objective(Term):
     @property
     def needs_consensus(self):
         return any(t.needs_consensus for _, t in self._items)
+
+    @property
+    def needs_logits(self):
+        return any(t.needs_logits for _, t in self._items)
 
     def parts(self, state: AttackState) -> tuple[Tensor, dict[str, Tensor]]:
         values = {t.name: w * t(state) for w, t in self._items}
@@ -191,4 +199,29 @@ class GroupConsistency(Term):
         return (state.images - state.consensus).flatten(1).norm(dim=1).sum()
 
 
-TERMS = {t.name: t for t in (GradientMatching, TotalVariation, L2Prior, BNPrior, GroupConsistency)}
+class ClassificationLoss(Term):
+    """Cross-entropy of the seeds' logits on given labels (DeepInversion's main loss; Table 4).
+
+    Reads ``state.logits`` when the loop filled them (sharing the forward that records BN
+    statistics); otherwise runs its own forward of ``model``. ``labels``: (B,) class indices or
+    (B, num_classes) probabilities.
+    """
+
+    name = "ce"
+    needs_logits = True
+
+    def __init__(self, model, labels: Tensor):
+        self.model = model
+        self.labels = labels.detach()
+
+    def __call__(self, state: AttackState) -> Tensor:
+        logits = state.logits
+        if logits is None:  # one forward per seed, so BN in train mode sees each seed's own batch
+            logits = torch.stack([self.model(seed_images) for seed_images in state.images])
+        per_seed = [torch.nn.functional.cross_entropy(seed_logits.float(), self.labels)
+                    for seed_logits in logits]
+        return torch.stack(per_seed).sum()
+
+
+TERMS = {t.name: t for t in (GradientMatching, TotalVariation, L2Prior, BNPrior, GroupConsistency,
+                             ClassificationLoss)}

@@ -1,0 +1,96 @@
+"""Table 1 (label recovery accuracy, eq. 8 min rule vs the iDLG sum rule, versus batch size) and
+repeated-label behaviour (eq. 8 assumes distinct labels; label counting does not)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import paper_results
+from ..client import simulate_client
+from ..data import sample_batch
+from ..experiments import label_summary
+from ..labels import evaluate_label_recovery, recover_label_multiset, recover_labels_from_update
+from .common import StudyContext, load_results, pick, save_results
+
+QUICK_TRIALS_CAP = 200       # random batches per batch size in the quick profile (paper: 10K)
+
+
+def default_batch_sizes(ctx: StudyContext) -> list[int]:
+    """The paper's batch sizes, capped at the number of distinct labels the data set holds."""
+    distinct = len(ctx.dataset().labels.unique())
+    sizes = [b for b in ctx.profile.label_batch_sizes if b <= distinct]
+    return sizes + ([distinct] if ctx.profile.name == "quick" and distinct not in sizes else [])
+
+
+def label_table(ctx: StudyContext, batch_sizes=None, trials=None) -> dict:
+    """Accuracy of both rules over ``trials`` random batches of distinct labels per batch size."""
+    started = time.perf_counter()
+    sizes = pick(batch_sizes, default_batch_sizes(ctx))
+    trials = int(pick(trials, ctx.profile.label_trials))
+    model, data = ctx.model(), ctx.dataset()
+    rows = []
+    for b in sizes:
+        paper = paper_results.TABLE1_LABEL_ACCURACY.get(b)
+        for rule in ("sum", "min"):
+            r = evaluate_label_recovery(model, data, batch_size=int(b), trials=trials, rule=rule,
+                                        seed=ctx.seed)
+            rows.append({"batch_size": int(b), "rule": rule, "accuracy_pct": 100 * r["accuracy"],
+                         "exact_batches_pct": 100 * r["exact_batches"], "trials": trials,
+                         "paper_train_pct": paper["train"][rule] if paper else None,
+                         "paper_val_pct": paper["val"][rule] if paper else None})
+    settings = {"batch_sizes": list(sizes), "trials": trials, "model": model.name,
+                "weights": model.weights_source, "dataset": data.source,
+                "pseudo_labelled_fraction": float(data.pseudo.double().mean())}
+    return save_results(ctx, "table1_label_recovery", rows, settings, started)
+
+
+def repeated_labels(ctx: StudyContext, batch_size: int = 8, repeats=(1, 2, 4), trials: int = 20) -> dict:
+    """Batches where each label appears ``k`` times: eq. 8 (distinct labels assumed) versus the
+    label-count estimate (``labels.recover_label_multiset``), as the fraction of the batch's
+    labels recovered with multiplicity, and the fraction of batches recovered entirely."""
+    started = time.perf_counter()
+    model, data = ctx.model(), ctx.dataset()
+    rows = []
+    for k in repeats:
+        scores = {"min_rule": [], "counting": []}
+        for t in range(int(trials)):
+            batch = sample_batch(data, int(batch_size), seed=ctx.seed * 10_000 + 97 * int(k) + t,
+                                 distinct_labels=(k == 1), repeats=int(k))
+            update = simulate_client(model, batch.images.to(ctx.device), batch.labels.to(ctx.device))
+            guesses = {"min_rule": recover_labels_from_update(update, model, rule="min"),
+                       "counting": recover_label_multiset(update, model)}
+            for name, guess in guesses.items():
+                scores[name].append(label_summary(guess, batch.labels)["accuracy"])
+        for name, s in scores.items():
+            s = torch.tensor(s, dtype=torch.float64)
+            rows.append({"repeats": int(k), "batch_size": int(batch_size), "method": name,
+                         "accuracy_pct": 100 * s.mean().item(),
+                         "exact_batches_pct": 100 * (s == 1).double().mean().item(), "trials": int(trials)})
+    return save_results(ctx, "repeated_labels", rows,
+                        {"batch_size": batch_size, "repeats": list(repeats), "trials": trials}, started)
+
+
+# ----------------------------------------------------------------------------- plots (cache only)
+def plot_label_table(out, pdf: bool = True):
+    """Accuracy versus batch size for both rules, ours (solid) beside the paper's val (dashed)."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import save_figure
+    record = load_results(out, "table1_label_recovery")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for rule, colour, label in (("min", "C0", "min rule (eq. 8)"), ("sum", "C3", "sum rule (iDLG)")):
+        rows = [r for r in record["rows"] if r["rule"] == rule]
+        ax.plot([r["batch_size"] for r in rows], [r["accuracy_pct"] for r in rows], "o-", color=colour,
+                label=f"ours, {label}")
+        paper = [r for r in rows if r["paper_val_pct"] is not None]
+        ax.plot([r["batch_size"] for r in paper], [r["paper_val_pct"] for r in paper], "s--", color=colour,
+                alpha=0.6, label=f"paper (val), {label}")
+    ax.set_xlabel("batch size"), ax.set_ylabel("label accuracy (%)")
+    ax.set_title(f"Table 1: label recovery ({record['context']['profile']} profile)", fontsize=9)
+    ax.legend(fontsize=7), ax.grid(alpha=0.3)
+    fig.tight_layout()
+    folder = out.out if isinstance(out, StudyContext) else out
+    save_figure(fig, folder / "table1_label_recovery.png", pdf=pdf)
+    return folder / "table1_label_recovery.png"

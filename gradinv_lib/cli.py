@@ -149,10 +149,30 @@ def _invert(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- reproduce
+def _reproduce_args(p):
+    p.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="a notebook name or prefix such as 01 (repeatable; default: all)")
+    p.add_argument("--force", action="store_true", help="rerun notebooks whose results are current")
+    p.add_argument("--kernel", help="Jupyter kernel name (default: the notebooks' own)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _reproduce(args) -> int:
+    from .reproduce import reproduce
+    outcomes = reproduce(args.profile, args.only, args.force, args.kernel, progress=not args.no_progress)
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        print(f"gradinv reproduce: {o.name} failed: {o.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 COMMANDS = {
     "doctor": (_doctor_args, _doctor, "what is installed and available, and a live check"),
     "recover-labels": (_labels_args, _recover_labels, "batch label recovery accuracy (Table 1)"),
     "invert": (_invert_args, _invert, "recover a batch's images from its gradient"),
+    "reproduce": (_reproduce_args, _reproduce, "rerun the companion notebooks: every table and figure"),
 }
 
 

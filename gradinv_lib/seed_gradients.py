@@ -13,6 +13,11 @@ from torch.func import functional_call, grad, vmap
 from .bn_stats import record_bn_inputs
 
 
+def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean CE in at least float32 (AMP logits are bf16), float64 kept as is."""
+    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels)
+
+
 def _autocast(images: Tensor, enabled: bool):
     if enabled and images.device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -31,7 +36,7 @@ def per_seed_gradients(model, images: Tensor, labels: Tensor, with_bn: bool = Fa
         returns: list of (G, *param.shape) in ``model.parameters()`` order, and a dict
         BN name -> (mean (G, C), var (G, C)) (empty unless ``with_bn``).
     """
-    if mode == "vmap":
+    if mode == "vmap" and images.shape[0] > 1:  # one seed: the plain pass, no vmap overhead
         return _vmap_gradients(model, images, labels, with_bn, amp)
     return _loop_gradients(model, images, labels, with_bn, amp)
 
@@ -44,7 +49,7 @@ def _vmap_gradients(model, images, labels, with_bn, amp):
     def seed_loss(p, x):
         with record_bn_inputs(model) if with_bn else nullcontext({}) as stats, _autocast(x, amp):
             logits = functional_call(model, (p, buffers), (x,))
-        return F.cross_entropy(logits.float(), labels), dict(stats)
+        return _cross_entropy(logits, labels), dict(stats)
 
     grads, stats = vmap(grad(seed_loss, has_aux=True), in_dims=(None, 0))(params, images)
     return [grads[n] for n in names], stats
@@ -57,7 +62,7 @@ def _loop_gradients(model, images, labels, with_bn, amp):
     for x in images:
         with record_bn_inputs(model) if with_bn else nullcontext({}) as seed_stats, _autocast(x, amp):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = _cross_entropy(logits, labels)
         per_seed.append(torch.autograd.grad(loss, params, create_graph=True))
         stats.append(dict(seed_stats))
     grads = [torch.stack(g) for g in zip(*per_seed)]

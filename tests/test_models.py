@@ -1,16 +1,11 @@
 """Models: Lite0 matches the shipped weights and classifies real ImageNet photos, ResNets build and
 load offline (torchvision cache, MoCo checkpoints), and missing weights fail with useful messages."""
 
-import importlib.util
-import re
 import socket
 import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
-import torchvision.transforms.functional as TF
-from PIL import Image
 
 from gradinv_lib.errors import InputError, MissingAssetError
 from gradinv_lib.models import MODEL_NAMES, ImageClassifier, build_model, describe_weights
@@ -67,34 +62,15 @@ def test_lite0_final_layer_and_normalisation(lite0):
     assert torch.allclose(lite0.denormalize(lite0.normalize(x)), x, atol=1e-6)
 
 
-def _foolbox_imagenet_bicubic():
-    """foolbox's 20 ImageNet photos, bicubic shorter side 256, centre crop 224 (EfficientNet eval)."""
-    folder = Path(importlib.util.find_spec("foolbox").origin).parent / "data"
-    files = sorted(folder.glob("imagenet_*_*.jpg"))
-    images, labels = [], []
-    for f in files:
-        img = Image.open(f).convert("RGB")
-        img = TF.center_crop(TF.resize(img, 256, TF.InterpolationMode.BICUBIC), 224)
-        images.append(TF.to_tensor(img))
-        labels.append(int(re.fullmatch(r"imagenet_\d+_(\d+)\.jpg", f.name).group(1)))
-    return torch.stack(images), torch.tensor(labels)
-
-
 def test_lite0_classifies_real_imagenet_photos(lite0):
-    x, y = _foolbox_imagenet_bicubic()
-    assert len(y) == 20
-    with torch.no_grad():
-        correct = (lite0(lite0.normalize(x)).argmax(1) == y).sum().item()
-    assert correct >= 18, f"Lite0 top-1 {correct}/20 (bicubic 256 -> crop 224)"
-
-
-def test_lite0_on_shared_data_pipeline(lite0):
-    """The project's own loader (bilinear antialiased resize): 17/20 measured."""
-    embedded = pytest.importorskip("gradinv_lib.data.embedded")
-    data = embedded.embedded_imagenet(224)
+    """The project's own loader (bicubic, shorter side 256, centre crop 224, as EfficientNet
+    evaluates): the issue asks for at least 18 of the 20 embedded photos right."""
+    from gradinv_lib.data import embedded_imagenet
+    data = embedded_imagenet(224)
+    assert len(data) == 20
     with torch.no_grad():
         correct = (lite0(lite0.normalize(data.images)).argmax(1) == data.labels).sum().item()
-    assert correct >= 17, f"Lite0 top-1 {correct}/20 on embedded_imagenet(224)"
+    assert correct >= 18, f"Lite0 top-1 {correct}/20 on embedded_imagenet(224)"
 
 
 def test_tf_same_padding():

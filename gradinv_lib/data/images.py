@@ -37,8 +37,12 @@ def to_tensor01(img: Image.Image) -> torch.Tensor:
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    """Bilinear, antialiased resize of a (3, H, W) tensor, clamped back to [0, 1]."""
-    out = TF.resize(x, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    """Bicubic, antialiased resize of a (3, H, W) tensor, clamped back to [0, 1].
+
+    Bicubic is EfficientNet's own evaluation resize: with it the shipped Lite0 weights classify
+    18 of the 20 embedded ImageNet photos correctly (17 with bilinear).
+    """
+    out = TF.resize(x, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
     return out.clamp_(0.0, 1.0)
 
 

@@ -165,7 +165,7 @@ def build_pool_manifest(model, sources=None, fractions=CROP_FRACTIONS,
         "method": (
             f"square crops of each source photo at fractions {list(fractions)} of its shorter side, "
             f"overlap {CROP_OVERLAP}, with and without horizontal flip, resized to {LABEL_RESOLUTION} px "
-            f"(bilinear, antialiased); labelled by the model's argmax; per predicted label the most "
+            f"(bicubic, antialiased); labelled by the model's argmax; per predicted label the most "
             f"confident crop with confidence >= {min_confidence} is kept, except labels that a "
             f"ground-truth foolbox image already has. Pseudo-labels are model predictions, not ground truth."
         ),

@@ -168,10 +168,27 @@ def _reproduce(args) -> int:
     return 1 if failed else 0
 
 
+# ----------------------------------------------------------------------------- compare
+def _compare_args(p):
+    from .compare import add_cli_arguments
+    add_cli_arguments(p, _model_data_args)
+
+
+def _compare(args) -> int:
+    from .compare import format_table4, run_cli, table4_csv
+    record = run_cli(args)
+    if args.json:
+        _print_json(record)
+    else:
+        print(table4_csv(record["rows"]) if args.csv else format_table4(record["rows"]))
+    return 0
+
+
 COMMANDS = {
     "doctor": (_doctor_args, _doctor, "what is installed and available, and a live check"),
     "recover-labels": (_labels_args, _recover_labels, "batch label recovery accuracy (Table 1)"),
     "invert": (_invert_args, _invert, "recover a batch's images from its gradient"),
+    "compare": (_compare_args, _compare, "Table 4: GradInversion beside prior attacks on one update"),
     "reproduce": (_reproduce_args, _reproduce, "rerun the companion notebooks: every table and figure"),
 }
 

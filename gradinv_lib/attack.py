@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .bn_stats import bn_mode, running_bn_stats
-from .client import ClientUpdate, check_update_fits, target_gradients
+from .client import ClientUpdate, check_update_fits, target_gradients, validate_labels
 from .config import InversionConfig
 from .errors import InputError
 from .inversion import InversionResult, run_inversion
@@ -34,7 +34,8 @@ def build_objective(model, update: ClientUpdate, config: InversionConfig) -> Obj
     objective = objective + config.alpha_tv * TotalVariation() + config.alpha_l2 * L2Prior()
     if config.bn_target != "none" and config.alpha_bn:
         if not model.bn_layers():
-            raise InputError(f"model {model.name} has no BatchNorm layers; set bn_target='none'")
+            raise InputError(f"bn_target={config.bn_target!r}: expected a model with BatchNorm layers, "
+                             f"found none in {model.name!r}; set bn_target='none'")
         stats = bn_targets(model, update, config.bn_target)
         objective = objective + config.alpha_bn * BNPrior(
             {k: (m.to(device), v.to(device)) for k, (m, v) in stats.items()})
@@ -53,6 +54,8 @@ def gradinversion(model, update: ClientUpdate, config: InversionConfig = Inversi
     check_update_fits(update, model)
     if labels is None:
         labels = recover_labels_from_update(update, model, rule=config.label_rule)
+    else:
+        validate_labels(torch.as_tensor(labels), update.batch_size, model.num_classes)
     objective = build_objective(model, update, config)
     with bn_mode(model, update.bn_mode):  # BN normalises as it did in the client's forward
         return run_inversion(model, objective, torch.as_tensor(labels), update.image_shape,

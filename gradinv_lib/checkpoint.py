@@ -16,6 +16,8 @@ from .io import torch_save_atomic
 FORMAT = "gradinv-checkpoint"
 VERSION = 1
 FILENAME = "checkpoint.pt"
+REQUIRED_KEYS = ("iteration", "images", "optimizer", "rng", "consensus", "history", "start",
+                 "config", "labels", "shape")
 
 
 class InversionInterrupted(KeyboardInterrupt):
@@ -45,6 +47,11 @@ def load_checkpoint(directory: str | Path, device="cpu") -> dict | None:
                          f"{str(exc).splitlines()[0][:120]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(f"{path} is not a gradinv checkpoint (no '{FORMAT}' tag)")
+    if state.get("version") != VERSION:
+        raise InputError(f"{path}: expected checkpoint version {VERSION}, found {state.get('version')!r}")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise InputError(f"{path}: expected a complete gradinv checkpoint, found it lacks {missing}")
     return state
 
 

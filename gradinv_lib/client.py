@@ -198,21 +198,31 @@ def check_update_fits(update: ClientUpdate, model) -> None:
     """Raise InputError unless ``update`` was made by a network shaped like ``model``.
 
     Every gradient names a trainable parameter of the same shape, every trainable parameter has
-    a gradient, BN statistics exist for exactly the model's BN layers with their channel counts,
+    a gradient, BN statistics (where the update has any: a gradients-only update has none) exist
+    for exactly the model's BN layers with their channel counts, the image shape is (3, H, W),
     everything is floating and finite. Messages name the offending tensor.
     """
+    made_by = f" (the update was made by {update.model_name!r})"
+    shape = tuple(update.image_shape)
+    if len(shape) != 3 or shape[0] != 3 or min(shape[1:]) < 8:
+        raise InputError(f"image_shape: expected (3, H, W) RGB images of side >= 8, found {shape}")
+    if isinstance(update.batch_size, bool) or update.batch_size < 1:
+        raise InputError(f"batch_size: expected a positive integer, found {update.batch_size!r}")
     params = trainable_parameters(model)
     for name, g in update.gradients.items():
         if name not in params:
             raise InputError(f"gradient {name!r}: the model {model.name!r} has no trainable "
-                             f"parameter of that name")
-        _check_tensor(f"gradient {name!r}", g, params[name].shape)
+                             f"parameter of that name{made_by}")
+        try:
+            _check_tensor(f"gradient {name!r}", g, params[name].shape)
+        except InputError as exc:
+            raise InputError(f"{exc} for model {model.name!r}{made_by}") from None
     missing = [n for n in params if n not in update.gradients]
     if missing:
         raise InputError(f"update lacks gradients for {len(missing)} parameter(s) of "
-                         f"{model.name!r}, first {missing[0]!r}")
+                         f"{model.name!r}, first {missing[0]!r}{made_by}")
     layers = model.bn_layers()
-    if set(update.bn_stats) != set(layers):
+    if update.bn_stats and set(update.bn_stats) != set(layers):
         extra = sorted(set(update.bn_stats) - set(layers))
         lack = sorted(set(layers) - set(update.bn_stats))
         raise InputError(f"bn_stats: expected the {len(layers)} BN layers of {model.name!r}, "

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from .attack import gradinversion
-from .client import ClientUpdate, simulate_client
+from .client import ClientUpdate, simulate_client, validate_images01, validate_labels
 from .config import InversionConfig
-from .errors import MissingAssetError
+from .errors import InputError, MissingAssetError
 from .inversion import InversionResult
 from .io import provenance, torch_save_atomic, write_json_atomic
 from .metrics import evaluate_reconstruction, lpips_metric, match_by_labels
@@ -75,12 +75,39 @@ def attack_batch(model, images01: torch.Tensor, labels: torch.Tensor,
     return result, evaluate_attack(model, result, images01, labels, lpips=lpips)
 
 
+def load_originals(path: str | Path, update: ClientUpdate, num_classes: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The private batch behind a saved update, to score an attack on it: a ``.pt`` file holding a
+    (B, 3, H, W) tensor in [0, 1] in the client's batch order, or a dict with ``images`` (and
+    optionally ``labels`` (B,)). Returns (images, labels or None); checked against the update."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingAssetError(f"originals file: expected a file at {path}, found nothing there")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated file, foreign pickle
+        raise InputError(f"originals file {path}: expected a torch file of tensors, could not read it "
+                         f"({type(exc).__name__})") from None
+    images, labels = (obj.get("images"), obj.get("labels")) if isinstance(obj, dict) else (obj, None)
+    validate_images01(images, name=f"originals file {path}")
+    expected = (update.batch_size, *update.image_shape)
+    if tuple(images.shape) != expected:
+        raise InputError(f"originals file {path}: expected images of shape {expected} (the update's "
+                         f"batch), found {tuple(images.shape)}")
+    if labels is not None:
+        validate_labels(labels, update.batch_size, num_classes, name=f"originals file {path} labels")
+    return images.float(), labels
+
+
 def save_attack(out_dir: str | Path, result: InversionResult, evaluation: dict,
-                originals01: torch.Tensor, extra: dict | None = None) -> dict:
-    """Write grid.png, result.json (metrics, labels, config, provenance) and tensors.pt."""
+                originals01: torch.Tensor | None, extra: dict | None = None) -> dict:
+    """Write grid.png, result.json (metrics, labels, config, provenance) and tensors.pt.
+
+    ``originals01=None`` (an attack on captured gradients whose batch is unknown): the grid and
+    tensors hold no originals and ``evaluation`` need only carry the labels."""
     out = Path(out_dir)
-    paired = originals01[torch.as_tensor(evaluation["pairing"])]
-    rows = {"original": paired, "reconstruction": result.consensus, "noise start": result.start}
+    paired = None if originals01 is None else originals01[torch.as_tensor(evaluation["pairing"])]
+    rows = {} if paired is None else {"original": paired}
+    rows.update({"reconstruction": result.consensus, "noise start": result.start})
     if result.images.shape[0] > 1:
         rows.update({f"seed {g}": result.images[g] for g in range(min(result.images.shape[0], 4))})
     save_figure(image_grid(rows, column_titles=result.labels.tolist()), out / "grid.png")

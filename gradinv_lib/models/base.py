@@ -8,6 +8,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from gradinv_lib.errors import InputError
+
 
 class ImageClassifier(nn.Module):
     """Wrap a classification network with its input normalisation and its attack-relevant modules.
@@ -30,8 +32,14 @@ class ImageClassifier(nn.Module):
         self.input_size = int(input_size)
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-        if not isinstance(self.final_layer, nn.Linear):
-            raise TypeError(f"{name}: module body.{final_layer} is not nn.Linear")
+        try:
+            found = body.get_submodule(final_layer)
+        except AttributeError:
+            found = None
+        if not isinstance(found, nn.Linear):
+            what = "no such module" if found is None else type(found).__name__
+            raise InputError(f"{name}: expected the final layer body.{final_layer} to be an nn.Linear "
+                             f"(label recovery and the gradient targets need it), found {what}")
 
     def forward(self, x_normalized: torch.Tensor) -> torch.Tensor:
         return self.body(x_normalized)

@@ -77,6 +77,78 @@ class _Consensus:
         return lazy_consensus(images)
 
 
+class InversionLoop:
+    """The loop's state (G seeds' images, Adam, noise generator, consensus, loss history) and one
+    iteration of it, :meth:`step` (eqs. 1, 12, sec. 3.5); :func:`run_inversion` drives it.
+
+    The step is the hot path: no host-device synchronisation (losses stay on the device in
+    ``history`` until a logging interval reads them), per-seed gradients in one batched call.
+    """
+
+    def __init__(self, model, objective: Objective, labels: Tensor, image_shape,
+                 config: InversionConfig, device=None):
+        self.device = torch.device(device or next(model.parameters()).device)
+        self.model, self.objective, self.config = model, objective, config
+        self.labels = labels.to(self.device)
+        self.shape = (config.seeds, len(self.labels), *image_shape)
+        self.lo, self.hi = image_box(model, self.device)
+        self.gen = torch.Generator(device=self.device).manual_seed(config.seed)
+        x = torch.randn(self.shape, generator=self.gen, device=self.device) * config.init_std
+        x = x.clamp_(self.lo, self.hi)
+        self.start_images = x[0].detach().clone()
+        self.x = x.requires_grad_(True)
+        self.opt = torch.optim.Adam([self.x], lr=config.lr)
+        self.consensus = _Consensus(config)
+        self.names = [t.name for _, t in objective.items()]
+        self.history = torch.zeros(config.iterations, len(self.names) + 1, device=self.device)
+
+    def step(self, t: int) -> float:
+        """Iteration ``t`` (0-based): loss, Adam step, Langevin noise, clamp; returns the lr."""
+        config, x, objective = self.config, self.x, self.objective
+        lr = cosine_with_warmup(t, config.iterations, config.lr, config.warmup)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        state = AttackState(images=x)
+        if objective.needs_grads or objective.needs_bn:
+            state.grads, state.bn = per_seed_gradients(
+                self.model, x, self.labels, with_bn=objective.needs_bn, mode=config.seed_mode,
+                amp=config.amp)
+        if objective.needs_consensus:
+            state.consensus = self.consensus.update(t, x.detach())
+        total, parts = objective.parts(state)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward(inputs=[x])
+        self.opt.step()
+        with torch.no_grad():
+            if config.alpha_noise:
+                x.add_(torch.randn(self.shape, generator=self.gen, device=self.device),
+                       alpha=lr * config.alpha_noise)
+            x.clamp_(self.lo, self.hi)
+            self.history[t, 0] = total.detach()
+            self.history[t, 1:] = torch.stack(list(parts.values()))
+        return lr
+
+    def snapshot(self, t: int) -> dict:
+        """Everything a resumed run needs to continue bit-for-bit from iteration ``t``."""
+        return {"iteration": t, "images": self.x.detach(), "optimizer": self.opt.state_dict(),
+                "rng": self.gen.get_state(), "consensus": self.consensus.current,
+                "history": self.history[:t], "start": self.start_images,
+                "config": self.config.to_dict(), "labels": self.labels.cpu(),
+                "shape": list(self.shape)}
+
+    def restore(self, state: dict) -> int:
+        """Load a :meth:`snapshot`; returns the iteration to continue from."""
+        _check_resumable(state, self.config, self.labels, self.shape)
+        with torch.no_grad():
+            self.x.copy_(state["images"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["rng"].to(self.gen.get_state().device))
+        self.consensus.current = state["consensus"]
+        self.history[: state["iteration"]] = state["history"][: state["iteration"]]
+        self.start_images = state["start"]
+        return int(state["iteration"])
+
+
 def run_inversion(model, objective: Objective, labels: Tensor, image_shape, config: InversionConfig,
                   device=None, callback: Callable[[Progress], None] | None = None,
                   callback_every: int | None = None, checkpoint_dir: str | Path | None = None,
@@ -87,39 +159,14 @@ def run_inversion(model, objective: Objective, labels: Tensor, image_shape, conf
     atomically to ``checkpoint_dir``; ``resume=True`` continues from it and, on CPU, ends with
     exactly the images an uninterrupted run gives.
     """
-    device = torch.device(device or next(model.parameters()).device)
-    labels = labels.to(device)
-    shape = (config.seeds, len(labels), *image_shape)
-    lo, hi = image_box(model, device)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    x = (torch.randn(shape, generator=gen, device=device) * config.init_std).clamp_(lo, hi)
-    start_images = x[0].detach().clone()
-    x.requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=config.lr)
-    consensus = _Consensus(config)
-    names = [t.name for _, t in objective.items()]
-    history = torch.zeros(config.iterations, len(names) + 1, device=device)
+    loop = InversionLoop(model, objective, labels, image_shape, config, device)
     first = 0
-
     if resume and checkpoint_dir is not None:
-        state = load_checkpoint(checkpoint_dir, device)
+        state = load_checkpoint(checkpoint_dir, loop.device)
         if state is not None:
-            _check_resumable(state, config, labels, shape)
-            with torch.no_grad():
-                x.copy_(state["images"])
-            opt.load_state_dict(state["optimizer"])
-            gen.set_state(state["rng"].to(gen.get_state().device))
-            consensus.current = state["consensus"]
-            history[: state["iteration"]] = state["history"][: state["iteration"]]
-            start_images = state["start"]
-            first = state["iteration"]
+            first = loop.restore(state)
 
-    def snapshot(t):
-        return {"iteration": t, "images": x.detach(), "optimizer": opt.state_dict(),
-                "rng": gen.get_state(), "consensus": consensus.current, "history": history[:t],
-                "start": start_images, "config": config.to_dict(), "labels": labels.cpu(),
-                "shape": list(shape)}
-
+    history, names = loop.history, loop.names
     every = callback_every or config.log_every
     started = time.perf_counter()
     bar = tqdm(range(first, config.iterations), initial=first, total=config.iterations,
@@ -127,43 +174,25 @@ def run_inversion(model, objective: Objective, labels: Tensor, image_shape, conf
     with stop_on_signals() as stop:
         for t in bar:
             if stop:
-                path = save_checkpoint(checkpoint_dir, snapshot(t)) if checkpoint_dir else None
+                path = save_checkpoint(checkpoint_dir, loop.snapshot(t)) if checkpoint_dir else None
                 raise InversionInterrupted(t, path)
-            lr = cosine_with_warmup(t, config.iterations, config.lr, config.warmup)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            state = AttackState(images=x)
-            if objective.needs_grads or objective.needs_bn:
-                state.grads, state.bn = per_seed_gradients(
-                    model, x, labels, with_bn=objective.needs_bn, mode=config.seed_mode, amp=config.amp)
-            if objective.needs_consensus:
-                state.consensus = consensus.update(t, x.detach())
-            total, parts = objective.parts(state)
-            opt.zero_grad(set_to_none=True)
-            total.backward(inputs=[x])
-            opt.step()
-            with torch.no_grad():
-                if config.alpha_noise:
-                    x.add_(torch.randn(shape, generator=gen, device=device), alpha=lr * config.alpha_noise)
-                x.clamp_(lo, hi)
-                history[t, 0] = total.detach()
-                history[t, 1:] = torch.stack(list(parts.values()))
-            if (t + 1) % config.log_every == 0:
+            lr = loop.step(t)
+            if (t + 1) % config.log_every == 0:  # the only host read of a loss in the loop
                 bar.set_postfix(loss=f"{history[t, 0].item():.4g}", lr=f"{lr:.3g}")
             if callback is not None and ((t + 1) % every == 0 or t + 1 == config.iterations):
-                callback(Progress(t + 1, config.iterations, x.detach(),
+                callback(Progress(t + 1, config.iterations, loop.x.detach(),
                                   dict(zip(["total", *names], history[t].tolist())), _pixels(model)))
             if checkpoint_dir and config.checkpoint_every and (t + 1) % config.checkpoint_every == 0:
-                save_checkpoint(checkpoint_dir, snapshot(t + 1))
+                save_checkpoint(checkpoint_dir, loop.snapshot(t + 1))
     bar.close()
     if checkpoint_dir:
-        save_checkpoint(checkpoint_dir, snapshot(config.iterations))
-    final = x.detach()
+        save_checkpoint(checkpoint_dir, loop.snapshot(config.iterations))
+    final = loop.x.detach()
     to_pixels = _pixels(model)
     hist = history.cpu()
     return InversionResult(
-        images=to_pixels(final), consensus=to_pixels(consensus.final(final)),
-        start=to_pixels(start_images), labels=labels.cpu(),
+        images=to_pixels(final), consensus=to_pixels(loop.consensus.final(final)),
+        start=to_pixels(loop.start_images), labels=loop.labels.cpu(),
         history={name: hist[:, i].tolist() for i, name in enumerate(["total", *names])},
         config=config, iterations=config.iterations, seconds=time.perf_counter() - started,
         resumed_from=first)

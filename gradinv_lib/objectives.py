@@ -103,6 +103,20 @@ def _per_layer_distance(grads: list[Tensor], targets: list[Tensor], squared: boo
     return per_layer.sum(0)
 
 
+def _per_layer_distance_foreach(grads: list[Tensor], targets: list[Tensor], squared: bool) -> Tensor:
+    """(G,) the same sums as :func:`_per_layer_distance` (the reference), with one foreach
+    subtraction and one foreach norm over every (layer, seed) slice instead of four ops per layer;
+    the norm's backward also takes fewer passes over the gradients than ``pow(2).sum().sqrt()``."""
+    seeds = grads[0].shape[0]
+    diffs = torch._foreach_sub(list(grads), targets)  # broadcasts each (C,...) target over G
+    norms = torch.stack(torch._foreach_norm([s for d in diffs for s in d.unbind(0)]))
+    norms = norms.view(len(diffs), seeds)
+    return (norms.square() if squared else norms).sum(0)
+
+
+DISTANCE_IMPLEMENTATIONS = {"foreach": _per_layer_distance_foreach, "reference": _per_layer_distance}
+
+
 def _cosine_distance(grads: list[Tensor], targets: list[Tensor], weights: list[float]) -> Tensor:
     """(G,) one minus the cosine similarity of all (weighted) gradients, per seed."""
     dot = sum(w * (g * t).flatten(1).sum(1) for w, g, t in zip(weights, grads, targets))
@@ -117,14 +131,21 @@ class GradientMatching(Term):
     ``metric``: ``"l2"`` sum over layers of the non-squared L2 norm (the paper's), ``"sq_l2"``
     its square (DLG), ``"cosine"`` one minus cosine similarity over all parameters (Inverting
     Gradients; optional per-layer ``layer_weights``). A "layer" is one parameter tensor.
+    ``implementation`` of the L2 metrics: ``"foreach"`` (fast, batched over layers) or
+    ``"reference"`` (one op per layer); both give the same numbers within float rounding.
     """
 
     name = "grad"
     needs_grads = True
 
-    def __init__(self, targets: list[Tensor], metric: str = "l2", layer_weights=None):
+    def __init__(self, targets: list[Tensor], metric: str = "l2", layer_weights=None,
+                 implementation: str = "foreach"):
         if metric not in ("l2", "sq_l2", "cosine"):
             raise ValueError(f"unknown gradient metric {metric!r}")
+        if implementation not in DISTANCE_IMPLEMENTATIONS:
+            raise ValueError(f"unknown implementation {implementation!r}; expected one of "
+                             f"{sorted(DISTANCE_IMPLEMENTATIONS)}")
+        self.distance = DISTANCE_IMPLEMENTATIONS[implementation]
         self.targets = [t.detach() for t in targets]
         self.metric = metric
         self.layer_weights = list(layer_weights) if layer_weights is not None else [1.0] * len(targets)
@@ -132,7 +153,7 @@ class GradientMatching(Term):
     def __call__(self, state: AttackState) -> Tensor:
         if self.metric == "cosine":
             return _cosine_distance(state.grads, self.targets, self.layer_weights).sum()
-        return _per_layer_distance(state.grads, self.targets, self.metric == "sq_l2").sum()
+        return self.distance(state.grads, self.targets, self.metric == "sq_l2").sum()
 
 
 def _flat_seeds(images: Tensor) -> Tensor:

@@ -43,16 +43,22 @@ def _model_data_args(p):
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _setup(args):
-    """(profile, model, dataset) from the profile with the command line's overrides."""
+def _setup(args, with_data: bool = True):
+    """(profile, model, dataset) from the profile with the command line's overrides; the dataset
+    is None without ``with_data`` (attacking a saved update needs none)."""
+    import torch
+    from .errors import InputError
     from .models import build_model
     from .profiles import default_device, get_profile, load_dataset
     profile = get_profile(args.profile)
     args.device = args.device or default_device()
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device: expected a device this machine has, found {args.device!r} "
+                         "but CUDA is not available; use --device cpu")
     model = build_model(args.model or profile.model, weights=args.weights or profile.weights,
                         device=args.device)
     resolution = args.resolution or profile.resolution
-    dataset = load_dataset(args.dataset or profile.dataset, resolution, args.imagenet)
+    dataset = load_dataset(args.dataset or profile.dataset, resolution, args.imagenet) if with_data else None
     return profile, model, dataset
 
 
@@ -92,8 +98,11 @@ def _invert_args(p):
     p.add_argument("--bn-mode", default="eval", choices=["eval", "train"],
                    help="BN mode of the simulated client's forward pass")
     p.add_argument("--update", help="attack a saved client update instead of simulating one")
+    p.add_argument("--originals", help="with --update: a .pt file of the private batch (B, 3, H, W) "
+                   "in [0, 1], or a dict with 'images' (and 'labels'), to score the reconstruction")
     p.add_argument("--save-update", help="also save the simulated client update to this file")
     p.add_argument("--checkpoint", help="directory for atomic checkpoints (every N iterations, on SIGINT/SIGTERM)")
+    p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (default: the profile's)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--out", default="runs/invert", help="output directory (grid.png, result.json)")
     p.add_argument("--no-progress", action="store_true")
@@ -103,7 +112,7 @@ def invert_config(profile, args):
     """The profile's configuration with the command line's overrides applied."""
     overrides = {"iterations": args.iterations, "seeds": args.seeds, "bn_target": args.bn,
                  "group": args.group, "registration": args.registration, "lr": args.lr,
-                 "seed": args.seed}
+                 "seed": args.seed, "checkpoint_every": args.checkpoint_every}
     config = profile.config.replace(**{k: v for k, v in overrides.items() if v is not None})
     if args.seeds and args.seeds > 1 and args.group is None and config.group == "none":
         config = config.replace(group="registered")
@@ -111,41 +120,51 @@ def invert_config(profile, args):
 
 
 def _invert(args) -> int:
+    from .attack import gradinversion
     from .client import load_update, save_update, simulate_client
     from .data import sample_batch
     from .errors import InputError
-    from .experiments import attack_batch, available_lpips, save_attack
+    from .experiments import available_lpips, evaluate_attack, label_summary, load_originals, save_attack
     if args.resume and not args.checkpoint:
         raise InputError("--resume needs --checkpoint DIR (the directory of the interrupted run)")
-    profile, model, dataset = _setup(args)
+    if args.originals and not args.update:
+        raise InputError("--originals scores an attack on a saved --update; without --update the "
+                         "batch is sampled from --dataset and its originals are known")
+    profile, model, dataset = _setup(args, with_data=not args.update)
     config = invert_config(profile, args)
-    batch = sample_batch(dataset, args.batch_size, seed=args.seed)
-    update = load_update(args.update) if args.update else simulate_client(
-        model, batch.images.to(args.device), batch.labels.to(args.device), bn_mode=args.bn_mode)
-    if args.update and update.labels is not None:
-        batch = None  # the update's own batch is unknown here; evaluate against nothing but labels
+    if args.update:  # gradients captured elsewhere: originals only where the user has them
+        update = load_update(args.update)
+        originals, true_labels = (load_originals(args.originals, update, model.num_classes)
+                                  if args.originals else (None, None))
+        true_labels = true_labels if true_labels is not None else update.labels
+        data = {"update": str(args.update), "originals": args.originals}
+    else:
+        batch = sample_batch(dataset, args.batch_size, seed=args.seed)
+        update = simulate_client(model, batch.images.to(args.device), batch.labels.to(args.device),
+                                 bn_mode=args.bn_mode)
+        originals, true_labels = batch.images, batch.labels
+        data = {"source": batch.source, "ids": batch.ids, "pseudo_labels": batch.pseudo.tolist()}
     if args.save_update:
         save_update(update, args.save_update)
-    lpips, lpips_reason = available_lpips(args.device)
-    if batch is None:
-        raise InputError("attacking a saved --update is supported by the library "
-                         "(gradinv_lib.attack.gradinversion); the CLI needs its originals to score it")
-    result, evaluation = attack_batch(
-        model, batch.images.to(args.device), batch.labels.to(args.device), config, update=update,
-        lpips=lpips, device=args.device, checkpoint_dir=args.checkpoint, resume=args.resume,
-        progress=not args.no_progress)
-    record = save_attack(args.out, result, evaluation, batch.images,
-                         extra={"model": model.name, "weights": model.weights_source,
-                                "data": {"source": batch.source, "ids": batch.ids,
-                                         "pseudo_labels": batch.pseudo.tolist()},
+    result = gradinversion(model, update.without_labels(), config, device=args.device,
+                           checkpoint_dir=args.checkpoint, resume=args.resume,
+                           progress=not args.no_progress)
+    lpips, lpips_reason = available_lpips(args.device) if originals is not None else (None, None)
+    evaluation = (evaluate_attack(model, result, originals, true_labels, lpips=lpips)
+                  if originals is not None else {"labels": label_summary(result.labels, true_labels)})
+    record = save_attack(args.out, result, evaluation, originals,
+                         extra={"model": model.name, "weights": model.weights_source, "data": data,
                                 "lpips_unavailable": lpips_reason})
     if args.json:
         _print_json({k: v for k, v in record.items() if k != "seed_metrics"})
-    else:
+    elif "metrics" in record:
         m, n = record["metrics"], record["noise_metrics"]
         print(f"PSNR {m['psnr']:.2f} dB (noise {n['psnr']:.2f}), registered {m['psnr_registered']:.2f}, "
               f"FFT-2D {m['fft2d']:.3f} (noise {n['fft2d']:.3f}), labels "
               f"{record['labels'].get('accuracy', float('nan')):.0%} -> {record['files']['grid']}")
+    else:
+        print(f"recovered labels {record['labels']['recovered']} (no originals given, no image "
+              f"metrics) -> {record['files']['grid']}")
     return 0
 
 

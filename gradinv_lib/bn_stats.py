@@ -40,12 +40,15 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and BIASED variance of a BN input, over N (and H, W).
 
     Pure tensor ops (no ``.item()``, no in-place), so it works under ``torch.func`` transforms.
+    Two-pass (mean, then mean squared deviation): the same numbers as ``x.var(correction=0)``
+    within float rounding, and on CPU many times faster than its strided reduction (issue #6).
 
     Shape:
         x: (N, C) or (N, C, *spatial); returns two (C,) tensors.
     """
     dims = _reduce_dims(x)
-    return x.mean(dim=dims), x.var(dim=dims, correction=0)
+    mean = x.mean(dim=dims, keepdim=True)
+    return mean.flatten(), (x - mean).square().mean(dim=dims)
 
 
 @contextmanager

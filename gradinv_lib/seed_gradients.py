@@ -65,6 +65,9 @@ def _loop_gradients(model, images, labels, with_bn, amp):
         loss = _cross_entropy(logits, labels)
         per_seed.append(torch.autograd.grad(loss, params, create_graph=True))
         stats.append(dict(seed_stats))
+    if len(per_seed) == 1:  # views, not copies of every gradient
+        return [g.unsqueeze(0) for g in per_seed[0]], {
+            k: (m.unsqueeze(0), v.unsqueeze(0)) for k, (m, v) in stats[0].items()}
     grads = [torch.stack(g) for g in zip(*per_seed)]
     bn = {k: tuple(torch.stack([s[k][i] for s in stats]) for i in (0, 1)) for k in stats[0]}
     return grads, bn

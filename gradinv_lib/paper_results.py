@@ -84,3 +84,16 @@ SETTINGS = {
     "model": "ResNet-50, MoCo v2 pretrained, classifier fine-tuned (71.0% top-1)",
     "iterations": 20_000, "seeds": 8, "hardware": "NVIDIA V100 32 GB, AMP",
 }
+
+# Table 4's setting, and what each prior attack was (the rows are configurations in
+# gradinv_lib.prior_attacks; "needs" columns are TABLE4_COMPARISON's needs_labels/needs_gan).
+TABLE4_SETTINGS = {"batch_size": 8, "model": "ResNet-50", "dataset": "ImageNet, 224x224",
+                   "metrics": ("fft2d", "psnr", "lpips")}
+TABLE4_METHOD_FACTS = {
+    "gan_projection": "BigGAN-deep latent projected with a StyleGAN2-style projector; loss on gradients.",
+    "deepinversion": "BN-statistics prior with the true labels; uses no gradients.",
+    "inverting_gradients": "Cosine gradient loss + TV, Adam (Geiping et al. 2020).",
+    "dlg": "Squared L2 gradient loss, labels optimised jointly, L-BFGS (Zhu et al. 2019).",
+    "gradinversion_bn_approx": "GradInversion with the BN prior on running statistics.",
+    "gradinversion_bn_exact": "GradInversion with the BN prior on the batch's own statistics.",
+}

@@ -179,11 +179,11 @@ def run_inversion(model, objective: Objective, labels: Tensor, image_shape, conf
             lr = loop.step(t)
             if (t + 1) % config.log_every == 0:  # the only host read of a loss in the loop
                 bar.set_postfix(loss=f"{history[t, 0].item():.4g}", lr=f"{lr:.3g}")
+            if checkpoint_dir and config.checkpoint_every and (t + 1) % config.checkpoint_every == 0:
+                save_checkpoint(checkpoint_dir, loop.snapshot(t + 1))  # before a callback can fail
             if callback is not None and ((t + 1) % every == 0 or t + 1 == config.iterations):
                 callback(Progress(t + 1, config.iterations, loop.x.detach(),
                                   dict(zip(["total", *names], history[t].tolist())), _pixels(model)))
-            if checkpoint_dir and config.checkpoint_every and (t + 1) % config.checkpoint_every == 0:
-                save_checkpoint(checkpoint_dir, loop.snapshot(t + 1))
     bar.close()
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, loop.snapshot(config.iterations))

@@ -1,0 +1,39 @@
+# gradinv: every target sets up what it needs on a fresh machine (a local .venv).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PROFILE ?= quick
+# One thread per process avoids oversubscribing small CPUs; raise it on a bigger machine.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: install reproduce test test-fast doctor bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## The main job: the quick-profile reproduction of every notebook (tables and figures under figures/).
+reproduce: install
+	$(BIN)/gradinv reproduce --profile $(PROFILE)
+
+## The test suite (unit, integration and notebook smoke tests).
+test: install
+	$(BIN)/python -m pytest -q --durations=15
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not notebooks"
+
+doctor: install
+	$(BIN)/gradinv doctor
+
+bench: install
+	$(BIN)/gradinv bench
+
+clean:
+	rm -rf runs notebooks/executed .pytest_cache

@@ -203,10 +203,33 @@ def _compare(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- bench
+def _bench_args(p):
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--device", help="cpu | cuda (default: cuda when available; AMP on with cuda)")
+    p.add_argument("--quick", action="store_true", help="skip the 224 px cases, fewer repeats")
+
+
+def _bench(args) -> int:
+    import torch
+    from .bench import format_bench, run_bench, speed_targets
+    from .errors import InputError
+    from .profiles import default_device
+    device = args.device or default_device()
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device: expected a device this machine has, found {device!r} but CUDA "
+                         "is not available; use --device cpu")
+    report = run_bench(device=device, quick=args.quick)
+    report["targets"] = speed_targets(report)
+    _print_json(report) if args.json else print(format_bench(report))
+    return 0
+
+
 COMMANDS = {
     "doctor": (_doctor_args, _doctor, "what is installed and available, and a live check"),
     "recover-labels": (_labels_args, _recover_labels, "batch label recovery accuracy (Table 1)"),
     "invert": (_invert_args, _invert, "recover a batch's images from its gradient"),
+    "bench": (_bench_args, _bench, "speed of the inversion loop against its lower bounds"),
     "compare": (_compare_args, _compare, "Table 4: GradInversion beside prior attacks on one update"),
     "reproduce": (_reproduce_args, _reproduce, "rerun the companion notebooks: every table and figure"),
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class NotebookOutcome:
     seconds: float
     executed: Path | None
     error: str | None = None
+    cpu_seconds: float = 0.0   # the kernel's CPU time: the wall time it needs on an idle core
 
 
 def _error_message(exc: Exception) -> str:
@@ -72,10 +74,11 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
     stamp = notebook_stamp(notebook, profile, parameters)
     executed = executed_dir / notebook.name
     if not force and stamp_path.exists() and executed.exists():
-        if json.loads(stamp_path.read_text()) == stamp:
+        saved = json.loads(stamp_path.read_text())
+        if {k: saved.get(k) for k in stamp} == stamp:
             return NotebookOutcome(notebook.stem, "current", 0.0, executed)
     executed.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _children_cpu()
     try:
         papermill.execute_notebook(str(notebook), str(executed), parameters={"PROFILE": profile, **parameters},
                                    kernel_name=kernel, progress_bar=progress, cwd=str(notebook.parent))
@@ -83,11 +86,17 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
         if stamp_path.exists():
             stamp_path.unlink()
         return NotebookOutcome(notebook.stem, "failed", time.perf_counter() - started, executed,
-                               _error_message(exc))
-    seconds = time.perf_counter() - started
-    write_json_atomic(stamp_path, {**stamp, "seconds": round(seconds, 1),
+                               _error_message(exc), _children_cpu() - cpu_before)
+    seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
+    write_json_atomic(stamp_path, {**stamp, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    return NotebookOutcome(notebook.stem, "ran", seconds, executed)
+    return NotebookOutcome(notebook.stem, "ran", seconds, executed, cpu_seconds=cpu)
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished child processes (the notebook kernels)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 HEADLESS_PARAMETERS = {"00_quickstart": {"LIVE_PREVIEW": False}}
@@ -111,7 +120,7 @@ def reproduce(profile: str = "quick", only: list[str] | None = None, force: bool
         outcome = run_notebook(nb, profile, HEADLESS_PARAMETERS.get(nb.stem, {}), executed_dir, force,
                                kernel, progress)
         outcomes.append(outcome)
-        detail = {"ran": f"done in {outcome.seconds:.0f} s -> {outcome.executed}",
+        detail = {"ran": f"done in {outcome.seconds:.0f} s ({outcome.cpu_seconds:.0f} s CPU) -> {outcome.executed}",
                   "current": "results are current, skipped (use --force to rerun)",
                   "failed": f"FAILED after {outcome.seconds:.0f} s: {outcome.error}\n"
                             f"    see {outcome.executed}"}[outcome.status]

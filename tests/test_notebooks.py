@@ -18,7 +18,8 @@ TINY_BY_NOTEBOOK = {
                           "REPEAT_TRIALS": 2},
     "02_ablation": {"BATCH_SIZE": 2, "ITERATIONS": 2, "SEEDS": 2, "STRENGTH_ITERATIONS": 1,
                     "STRENGTH_MODELS": [["efficientnet_lite0", "default"], ["resnet18", "random"]]},
-    "03_comparison": {"ITERATIONS": 2},
+    "03_comparison": {"BATCH_SIZE": 2, "ITERATIONS": 2, "ATTACKS": ["dlg", "gradinversion_bn_exact"],
+                      "FIG5_SAMPLE": 0, "FIG5_ITERATIONS": 2},
     "04_batch_scaling": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2},
     "05_identifiability": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES_PER_SIZE": 1},
 }
@@ -118,7 +119,13 @@ def test_identifiability(tmp_path):
 
 
 @pytest.mark.notebooks
-@pytest.mark.skipif(not (NOTEBOOKS / "03_comparison.ipynb").exists(), reason="comparison notebook not built yet")
 def test_comparison(tmp_path):
     out = _execute("03_comparison", tmp_path)
-    assert list(out.glob("*.json"))
+    rows = {r["method"]: r for r in _rows(out, "table4_comparison")}
+    assert list(rows) == ["noise", "dlg", "gradinversion_bn_exact"]
+    assert rows["gradinversion_bn_exact"]["paper_psnr"] == 12.929 and rows["dlg"]["paper_fft2d"] == 0.602
+    assert all(0 <= r["fft2d"] <= 1 and 0 < r["psnr"] < 60 for r in rows.values())
+    fig5 = _rows(out, "fig5_batch1")
+    assert [r["method"] for r in fig5] == ["dlg", "inverting_gradients", "gradinversion_bn_exact"]
+    assert all(0 <= r["fft2d"] <= 1 for r in fig5)
+    assert (out / "fig5_batch1.png").exists() and (out / "table4_comparison.png").exists()

@@ -119,9 +119,9 @@ def plot_ablation_bars(out, pdf: bool = True):
     rows = load_results(out, "table2_ablation")["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     x = range(len(rows))
-    for ax, metric, label in ((axes[0], "psnr", "PSNR (dB, higher better)"), (axes[1], "fft2d", "FFT-2D (lower better)")):
+    for ax, metric, label in ((axes[0], "psnr_registered", "PSNR after registration (dB) ↑"), (axes[1], "fft2d", "FFT-2D ↓")):
         ax.bar([i - 0.2 for i in x], [r.get(metric) or 0 for r in rows], 0.4, label="ours")
-        ax.bar([i + 0.2 for i in x], [r.get(f"paper_{metric}") or 0 for r in rows], 0.4, label="paper", alpha=0.6)
+        ax.bar([i + 0.2 for i in x], [r.get(f"paper_{metric.split('_')[0]}") or 0 for r in rows], 0.4, label="paper", alpha=0.6)
         ax.set_xticks(list(x), [r["objective"] for r in rows], rotation=30, fontsize=7)
         ax.set_title(label, fontsize=9), ax.legend(fontsize=7)
     fig.tight_layout()

@@ -26,13 +26,20 @@ SECTIONS = {
     "02_ablation": [
         ("table2_ablation", "Table 2: ablation",
          {"objective": "objective", "feature_dist": "feat. dist", "paper_feature_dist": "paper",
-          "fft2d": "FFT-2D", "paper_fft2d": "paper", "psnr": "PSNR", "paper_psnr": "paper",
-          "psnr_registered": "PSNR reg.", "lpips": "LPIPS", "paper_lpips": "paper"},
+          "fft2d": "FFT-2D", "paper_fft2d": "paper", "psnr_registered": "PSNR reg.", "paper_psnr": "paper",
+          "lpips": "LPIPS", "paper_lpips": "paper"},
          ["table2_ablation.png", "table2_images.png"]),
         ("table3_strength", "Table 3: network strength (offline: pretrained vs random init)",
-         {"network": "network", "fft2d": "FFT-2D", "paper_fft2d": "paper", "psnr": "PSNR",
-          "paper_psnr": "paper", "psnr_registered": "PSNR reg."}, ["table3_images.png"])],
-    "03_comparison": [("table4_comparison", "Table 4: comparison with prior attacks", None, [])],
+         {"network": "network", "fft2d": "FFT-2D", "paper_fft2d": "paper", "psnr_registered": "PSNR reg.",
+          "paper_psnr": "paper"}, ["table3_images.png"])],
+    "03_comparison": [
+        ("table4_comparison", "Table 4: comparison with prior attacks",
+         {"method": "method", "status": "status", "needs_true_labels": "needs labels", "fft2d": "FFT-2D",
+          "paper_fft2d": "paper", "psnr": "PSNR reg.", "paper_psnr": "paper", "lpips": "LPIPS",
+          "paper_lpips": "paper"}, ["table4_comparison.png"]),
+        ("fig5_batch1", "Fig. 5: batch 1, a hard sample",
+         {"method": "method", "fft2d": "FFT-2D", "psnr_registered": "PSNR reg.", "label_accuracy": "label"},
+         ["fig5_batch1.png"])],
     "04_batch_scaling": [("batch_scaling", "Figs. 6-7: recovery versus batch size",
                           {"batch_size": "batch", "psnr_registered": "PSNR reg.", "noise_psnr_registered": "noise",
                            "fft2d": "FFT-2D", "noise_fft2d": "noise", "feature_dist": "feat. dist"},
@@ -69,12 +76,13 @@ def gallery_markdown(profile: str, root: Path | None = None) -> str:
             for fig in figures:
                 if (folder / fig).exists():
                     lines.append(f"![{fig}]({profile}/{notebook}/{fig})")
-            seconds = json.loads(stamp.read_text()).get("seconds") if stamp.exists() else None
+            run = json.loads(stamp.read_text()) if stamp.exists() else {}
             lines += ["", f"<sub>{record.get('created', '?')}; gradinv {prov.get('gradinv')}, torch "
                       f"{prov.get('torch')}, {prov.get('device')} ({prov.get('cpu_threads')} threads), "
                       f"{prov.get('platform')}; model {ctx.get('profile_model')}, {ctx.get('resolution')} px, "
                       f"seed {ctx.get('seed')}; compute {record.get('wall_time_s')} s"
-                      + (f", notebook {seconds} s" if seconds else "") + "</sub>", ""]
+                      + (f"; whole notebook {run['seconds']} s wall, {run.get('cpu_seconds')} s CPU"
+                         if run.get("seconds") else "") + "</sub>", ""]
     return "\n".join(lines)
 
 

@@ -265,6 +265,25 @@ def registration_share(registration_s: float, iteration_s: float, config: Invers
             "registration_share": calls * registration_s / total}
 
 
+def compile_probe(device="cpu") -> dict:
+    """Whether ``torch.compile`` can run our double backward (tried on a tiny ResNet with the
+    ``aot_eager`` backend, which fails or works as inductor does at this stage, without its
+    compile time)."""
+    model = build_model("resnet18_cifar", weights="random", device=device)
+    compiled = torch.compile(model, backend="aot_eager")
+    x = torch.randn(2, 3, 16, 16, device=device, requires_grad=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        grads = torch.autograd.grad(F.cross_entropy(compiled(x), torch.tensor([1, 2], device=device)),
+                                    params, create_graph=True)
+        torch.autograd.grad(torch.stack(torch._foreach_norm(list(grads))).sum(), [x])
+        return {"double_backward": True, "error": None}
+    except Exception as exc:  # noqa: BLE001 - the message is the result
+        return {"double_backward": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+    finally:
+        torch._dynamo.reset()
+
+
 # ----------------------------------------------------------------------------- the rest
 def label_recovery_time(model_name: str, batch_size: int = 96, device="cpu", repeats: int = 5) -> dict:
     """Seconds of eq. 8 on a real client update of ``batch_size`` images (the final layer's
@@ -326,7 +345,7 @@ def run_bench(device="cpu", quick: bool = False, cases=None, batch_size: int = 8
         {c.model for c in cases if build_model(c.model, weights="random").num_classes >= label_batch})
     labels = [label_recovery_time(n, label_batch, device) for n in names]
     return {
-        "cases": results, "label_recovery": labels, "paper_projection": paper_projection(results, device),
+        "cases": results, "label_recovery": labels, "torch_compile": compile_probe(device), "paper_projection": paper_projection(results, device),
         "settings": {"batch_size": batch_size, "seeds": seeds, "amp": amp, "channels_last": channels_last,
                      "weights": "random init (timing only; speed does not depend on the weights)",
                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -379,6 +398,9 @@ def format_bench(report: dict) -> str:
         if "tflop_total" in p:
             hours = ", ".join(f"{h:.2f} h at {t} TFLOP/s" for t, h in p["hours_at_assumed_gpu_tflops"].items())
             lines.append(f"  {p['tflop_total']:.0f} TFLOP in all; GPU {hours}; {p['gpu_note']}")
+    probe = report.get("torch_compile", {})
+    lines.append("torch.compile with double backward: " + (
+        "works" if probe.get("double_backward") else f"not usable ({probe.get('error')})"))
     lines.append(f"memory: {report['cases'][0]['memory_method'] if report['cases'] else '-'}; "
                  f"bench took {report['seconds']:.0f} s")
     return "\n".join(lines)

@@ -38,6 +38,7 @@ def test_every_measurement_is_there_and_positive(report):
     assert report["label_recovery"][0]["batch_size"] == 4 and report["label_recovery"][0]["ms"] > 0
     assert "random" in report["settings"]["weights"]
     assert report["paper_projection"]["available"] is False  # no ResNet-50 case ran
+    assert isinstance(report["torch_compile"]["double_backward"], bool)
 
 
 def test_text_report_and_targets(report):

@@ -251,7 +251,8 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except GradInvError as exc:
-        print(f"gradinv {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"gradinv {args.command}: error: {message}", file=sys.stderr)  # always one line
         return 2
     except InversionInterrupted as exc:
         print(f"gradinv {args.command}: {exc}", file=sys.stderr)

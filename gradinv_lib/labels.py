@@ -49,7 +49,9 @@ def recover_labels(fc_weight_grad: Tensor, batch_size: int, rule: str = "min") -
     """The ``batch_size`` classes with the most negative rule score, sorted ascending (eq. 8).
 
     ``rule="min"``: score_n = min_m dW[n, m]; ``rule="sum"``: score_n = sum_m dW[n, m].
-    Assumes distinct labels in the batch (the paper's setting).
+    Assumes distinct labels in the batch (the paper's setting). With repeated labels it still
+    returns ``batch_size`` DISTINCT classes: the present ones (negative rows), filled up with
+    absent classes; use :func:`recover_label_multiset` to estimate repeats.
 
     Shape:
         fc_weight_grad: (N, M) -> (batch_size,) int64.

@@ -59,7 +59,7 @@ def load_checkpoint(path) -> dict:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, not a torch file, or pickled custom objects
         raise InputError(f"weights file {p}: expected a torch checkpoint of tensors, "
-                         f"could not read it ({type(exc).__name__}: {exc})") from exc
+                         f"could not read it ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from exc
     if not isinstance(obj, dict):
         raise InputError(f"weights file {p}: expected a dict (state dict or checkpoint), "
                          f"found {type(obj).__name__}")
@@ -81,4 +81,4 @@ def load_into(module: torch.nn.Module, state_dict: dict, source: str) -> None:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         raise InputError(f"{source}: expected a state dict matching {type(module).__name__}, "
-                         f"found mismatching keys or shapes: {str(exc)[:600]}") from exc
+                         f"found mismatching keys or shapes: {' '.join(str(exc).split())[:600]}") from exc

@@ -73,7 +73,7 @@ def _recover_labels(args) -> int:
     from .labels import evaluate_label_recovery
     profile, model, dataset = _setup(args)
     result = evaluate_label_recovery(model, dataset, batch_size=args.batch_size,
-                                     trials=args.trials or profile.label_trials, rule=args.rule,
+                                     trials=profile.label_trials if args.trials is None else args.trials, rule=args.rule,
                                      seed=args.seed)
     result.update(model=model.name, weights=model.weights_source, dataset=dataset.source,
                   resolution=dataset.images.shape[-1])

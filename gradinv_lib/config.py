@@ -57,6 +57,9 @@ class InversionConfig:
         for name in ("iterations", "seeds", "register_every", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise InputError(f"checkpoint_every must be >= 0 (0: only on interruption and at the end), "
+                             f"got {self.checkpoint_every}")
         if self.lr <= 0 or not 0 <= self.register_start <= 1 or self.warmup < 0:
             raise InputError(f"invalid lr/warmup/register_start: {self.lr}, {self.warmup}, "
                              f"{self.register_start}")

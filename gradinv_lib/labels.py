@@ -230,6 +230,8 @@ def evaluate_label_recovery(model, dataset_images01, dataset_labels: Tensor | No
         recovered entirely, trials, batch_size, rule).
     """
     _check_rule(rule)
+    if isinstance(trials, bool) or int(trials) != trials or trials < 1:
+        raise InputError(f"trials: expected a positive integer, found {trials!r}")
     if dataset_labels is None:
         dataset_images01, dataset_labels = dataset_images01.images, dataset_images01.labels
     labels = torch.as_tensor(dataset_labels, dtype=torch.long)

@@ -345,3 +345,16 @@ def test_same_seed_same_labels_and_same_reconstruction(cifar_model, tmp_path, ca
     assert torch.equal(a["images"], b["images"]) and torch.equal(a["labels"], b["labels"])
     assert a["history"] == b["history"]
     assert not torch.equal(a["start"], c["start"])  # the seed does change the run
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["recover-labels", "--trials", "0"], "trials: expected a positive integer, found 0"),
+    (["recover-labels", "--batch-size", "0", "--trials", "2"], "expected a positive integer batch_size, found 0"),
+    (["invert", "--iterations", "0"], "iterations must be >= 1, got 0"),
+    (["invert", "--checkpoint-every", "-2"], "checkpoint_every must be >= 0"),
+    (["invert", "--batch-size", "11"], "needs 11 distinct labels"),
+    (["invert", "--model", "nosuch"], "model name: expected one of"),
+])
+def test_bad_numbers_on_the_command_line(capsys, argv, message):
+    assert message in cli_error(capsys, argv[0], *CIFAR, *argv[1:], "--no-progress"
+                                if argv[0] == "invert" else "--json")

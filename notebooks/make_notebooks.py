@@ -22,8 +22,8 @@ PDF = True          # also write every figure as PDF
 QUICK_WARNING = '''\
 > **Quick profile ≠ the paper's setting.** The quick profile attacks EfficientNet-Lite0 (the only
 > ImageNet-pretrained network installable offline) at low resolution, for a few hundred
-> iterations instead of 20K, on a pool of 118 real photos (foolbox's 20 ImageNet validation
-> images plus crops of bundled photos, pseudo-labelled by Lite0 itself). Its numbers test the
+> iterations instead of 20K, on a pool of about a hundred real photos (foolbox's 20 ImageNet
+> validation images plus crops of bundled photos, pseudo-labelled by Lite0 itself). Its numbers test the
 > *direction* of each claim, not the paper's values, and will not match them. The paper profile
 > (`PROFILE = "paper"`) uses the paper's settings and needs a GPU, ImageNet and ResNet-50 weights.
 > LPIPS is reported only when torchvision's AlexNet weights are in the local cache (never with a
@@ -95,7 +95,7 @@ batch-averaged gradient and returning the K most negative classes recovers nearl
 batch of K distinct labels (97.9-100% up to K = 96), better than summing over features (the iDLG
 rule extended to batches, 80-100%)."""),
         new_code_cell(COMMON_PARAMETERS + '''\
-BATCH_SIZES = None  # None: 1, 8, 32, 64, 96 (capped at the pool's 117 distinct labels in quick)
+BATCH_SIZES = None  # None: 1, 8, 32, 64, 96 (quick: those the pool's distinct labels allow, and all of them)
 TRIALS = None       # None: the profile's random batches per size (paper: 10,000)
 REPEAT_BATCH = 8    # batch size for the repeated-label study
 REPEATS = [1, 2, 4] # each label appears this many times
@@ -247,7 +247,7 @@ VULNERABLE_FRACTION = None  # None: 0.25 (quick, see below) or 1.0 (the paper's 
 ''', metadata={"tags": ["parameters"]}),
         new_markdown_cell(QUICK_WARNING + """
 >
-> **Specific to this figure:** the gallery is the pool's 118 images, not ImageNet's 1.28M, which
+> **Specific to this figure:** the gallery is the pool (about a hundred images), not ImageNet's 1.28M, which
 > makes identification far easier; and the pool holds about one image per class, so "per class, the
 > image with the largest gradient norm" would be the whole pool. Quick therefore keeps the quarter
 > of those images with the largest gradient norms (`VULNERABLE_FRACTION`), a departure from the

@@ -22,13 +22,15 @@ from ..io import _atomic_write, provenance, write_json_atomic
 
 def repo_root() -> Path:
     """The repository holding figures/ and notebooks/: ``$GRADINV_ROOT``, else the checkout this
-    package was installed from (editable install), else the current directory."""
+    package was installed from (editable install), else the nearest such folder above the current
+    directory, else the current directory."""
     if os.environ.get("GRADINV_ROOT"):
         return Path(os.environ["GRADINV_ROOT"]).resolve()
-    here = Path(__file__).resolve().parents[2]
-    if (here / "pyproject.toml").exists() and (here / "notebooks").is_dir():
-        return here
-    return Path.cwd().resolve()
+    cwd = Path.cwd().resolve()
+    for here in (Path(__file__).resolve().parents[2], cwd, *cwd.parents):
+        if (here / "pyproject.toml").exists() and (here / "notebooks").is_dir():
+            return here
+    return cwd
 
 
 def results_dir(profile: str, notebook: str, output_dir: str | Path | None = None) -> Path:

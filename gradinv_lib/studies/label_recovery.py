@@ -14,7 +14,6 @@ from ..experiments import label_summary
 from ..labels import evaluate_label_recovery, recover_label_multiset, recover_labels_from_update
 from .common import StudyContext, load_results, pick, save_results
 
-QUICK_TRIALS_CAP = 200       # random batches per batch size in the quick profile (paper: 10K)
 
 
 def default_batch_sizes(ctx: StudyContext) -> list[int]:

@@ -337,7 +337,7 @@ def test_same_seed_same_labels_and_same_reconstruction(cifar_model, tmp_path, ca
     data = embedded_cifar10()
     runs = [evaluate_label_recovery(cifar_model, data, batch_size=4, trials=5, seed=s) for s in (7, 7)]
     assert runs[0] == runs[1]
-    common = ["invert", *CIFAR, "--batch-size", "2", "--iterations", "3", "--seeds", "2",
+    common = ["invert", *CIFAR, "--batch-size", "2", "--iterations", "2", "--seeds", "2",
               "--group", "lazy", "--no-progress", "--seed"]
     for name, seed in [("a", "5"), ("b", "5"), ("c", "6")]:
         assert main([*common, seed, "--out", str(tmp_path / name)]) == 0

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .attack import build_objective
 from .client import simulate_client, target_gradients
 from .config import InversionConfig
-from .inversion import InversionLoop
+from .inversion import InversionLoop, keep_freed_memory
 from .io import provenance
 from .labels import recover_labels_from_update
 from .models import build_model
@@ -338,6 +338,7 @@ def run_bench(device="cpu", quick: bool = False, cases=None, batch_size: int = 8
     amp = cuda if amp is None else amp
     channels_last = cuda if channels_last is None else channels_last
     cases = list(cases if cases is not None else (QUICK_CASES if quick else FULL_CASES))
+    allocator_tuned = keep_freed_memory() if device.type == "cpu" else None  # as the loop does
     started = time.perf_counter()
     load_before = os.getloadavg()
     results = [bench_case(c, batch_size, seeds, device, amp, channels_last, flops) for c in cases]
@@ -349,6 +350,7 @@ def run_bench(device="cpu", quick: bool = False, cases=None, batch_size: int = 8
         "settings": {"batch_size": batch_size, "seeds": seeds, "amp": amp, "channels_last": channels_last,
                      "weights": "random init (timing only; speed does not depend on the weights)",
                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                     "glibc_keeps_freed_memory": allocator_tuned,
                      "torch_threads": torch.get_num_threads(), "cases": [asdict(c) for c in cases],
                      "load_average_before": load_before, "load_average_after": os.getloadavg(),
                      "paper_schedule": {"iterations": PAPER["iterations"],

@@ -48,6 +48,28 @@ class InversionResult:
     extra: dict = field(default_factory=dict)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_ALLOCATOR_TUNED: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed blocks up to 32 MiB (the most mallopt allows) in the heap instead of
+    unmapping them, and never trim the heap, so each iteration reuses the previous one's memory
+    instead of page-faulting it in afresh (on this CPU a double backward spent ~15% of its time
+    in the kernel doing so). Process-wide, idempotent; False where glibc is absent.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED is None:
+        try:
+            import ctypes
+            libc = ctypes.CDLL("libc.so.6")
+            _ALLOCATOR_TUNED = bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+                                    and libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
+        except (OSError, AttributeError):
+            _ALLOCATOR_TUNED = False
+    return _ALLOCATOR_TUNED
+
+
 def image_box(model, device) -> tuple[Tensor, Tensor]:
     """Bounds of the valid image range [0, 1] in the model's normalised space, (1, 3, 1, 1) each."""
     lo = model.normalize(torch.zeros(1, 3, 1, 1, device=device))
@@ -88,6 +110,8 @@ class InversionLoop:
     def __init__(self, model, objective: Objective, labels: Tensor, image_shape,
                  config: InversionConfig, device=None):
         self.device = torch.device(device or next(model.parameters()).device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.model, self.objective, self.config = model, objective, config
         self.labels = labels.to(self.device)
         self.shape = (config.seeds, len(self.labels), *image_shape)

@@ -30,16 +30,17 @@ def setup():
 
 
 @pytest.mark.parametrize("metric", ["l2", "sq_l2"])
-def test_foreach_matching_equals_reference_value_and_gradient(metric):
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_foreach_matching_equals_reference_value_and_gradient(metric, seeds):
     gen = torch.Generator().manual_seed(1)
     shapes = [(4, 3, 3, 3), (4,), (10, 4), (10,)]
     targets = [torch.randn(s, generator=gen) for s in shapes]
-    grads = [torch.randn((3, *s), generator=gen, requires_grad=True) for s in shapes]
-    grads[1].data[1] = targets[1]  # one layer of one seed matches exactly: the norm's kink
+    grads = [torch.randn((seeds, *s), generator=gen, requires_grad=True) for s in shapes]
+    grads[1].data[-1] = targets[1]  # one layer of one seed matches exactly: the norm's kink
     values, derivs = [], []
     for impl in ("foreach", "reference"):
         term = GradientMatching(targets, metric=metric, implementation=impl)
-        loss = term(AttackState(images=torch.zeros(3, 1), grads=grads))
+        loss = term(AttackState(images=torch.zeros(seeds, 1), grads=grads))
         values.append(loss.detach())
         derivs.append(torch.autograd.grad(loss, grads))
     torch.testing.assert_close(values[0], values[1], rtol=1e-6, atol=1e-6)

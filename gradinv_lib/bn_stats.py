@@ -36,19 +36,51 @@ def _reduce_dims(x: Tensor) -> list[int]:
     return [d for d in range(x.dim()) if d != 1]
 
 
+def channel_stats_reference(x: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`channel_stats` by plain autograd ops (the reference its fused backward is tested on)."""
+    dims = _reduce_dims(x)
+    mean = x.mean(dim=dims, keepdim=True)
+    return mean.flatten(), (x - mean).square().mean(dim=dims)
+
+
+class _ChannelStats(torch.autograd.Function):
+    """Two-pass mean/biased variance with a one-pass backward, (g_mean + 2 g_var (x - mean)) / n,
+    instead of autograd's six passes over the activation (issue #6). Works under torch.func."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return channel_stats_reference(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], output[0])
+
+    @staticmethod
+    def backward(ctx, g_mean, g_var):
+        x, mean = ctx.saved_tensors
+        shape = [1] * x.dim()
+        shape[1] = -1
+        n = x.numel() // x.shape[1]
+        base = (g_mean / n).view(shape) if g_mean is not None else torch.zeros(shape, dtype=x.dtype, device=x.device)
+        if g_var is None:
+            return base.expand_as(x)
+        return torch.addcmul(base, x - mean.view(shape), (g_var * (2.0 / n)).view(shape))
+
+
 def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and BIASED variance of a BN input, over N (and H, W).
 
     Pure tensor ops (no ``.item()``, no in-place), so it works under ``torch.func`` transforms.
     Two-pass (mean, then mean squared deviation): the same numbers as ``x.var(correction=0)``
-    within float rounding, and on CPU many times faster than its strided reduction (issue #6).
+    within float rounding, and on CPU many times faster than its strided reduction; its backward
+    is one fused pass (issue #6).
 
     Shape:
         x: (N, C) or (N, C, *spatial); returns two (C,) tensors.
     """
-    dims = _reduce_dims(x)
-    mean = x.mean(dim=dims, keepdim=True)
-    return mean.flatten(), (x - mean).square().mean(dim=dims)
+    return _ChannelStats.apply(x)
 
 
 @contextmanager

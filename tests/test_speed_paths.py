@@ -9,7 +9,7 @@ import torch
 
 from gradinv_lib.attack import build_objective
 from gradinv_lib.bench import with_reference_matching
-from gradinv_lib.bn_stats import channel_stats
+from gradinv_lib.bn_stats import channel_stats, channel_stats_reference
 from gradinv_lib.client import simulate_client
 from gradinv_lib.config import InversionConfig
 from gradinv_lib.inversion import InversionLoop, run_inversion
@@ -56,6 +56,22 @@ def test_two_pass_bn_stats_equal_torch_var_even_far_from_zero_mean():
     torch.testing.assert_close(var, x.var(dim=[0, 2, 3], correction=0), rtol=1e-4, atol=1e-6)
     mean1, var1 = channel_stats(x[:, :, 0, 0])  # BN1d input (N, C)
     torch.testing.assert_close(var1, x[:, :, 0, 0].var(dim=0, correction=0), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 6, 5, 5), (3, 5, 7)])
+def test_fused_bn_stats_backward_equals_autograd_under_vmap(shape):
+    x = (torch.randn(shape, generator=torch.Generator().manual_seed(6)) * 2 + 3).requires_grad_()
+    weights = torch.linspace(-1, 1, shape[2])
+    results = []
+    for stats in (channel_stats, channel_stats_reference):
+        mean, var = torch.func.vmap(stats)(x)
+        loss = (mean * weights).sum() + var.sqrt().sum()
+        first = torch.autograd.grad(loss, x, create_graph=True)[0]
+        second = torch.autograd.grad((first * x).sum(), x)[0]  # differentiable backward too
+        only_var = torch.autograd.grad(stats(x[0])[1].sum(), x)[0]  # mean's gradient is None
+        results.append((mean, var, first, second, only_var))
+    for fused, ref in zip(*results):
+        torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_vmap_and_loop_seed_gradients_agree(setup):

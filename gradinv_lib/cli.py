@@ -106,6 +106,8 @@ def _invert_args(p):
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--out", default="runs/invert", help="output directory (grid.png, result.json)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--distributed", action="store_true", help="spread the seeds over the processes "
+                   "torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes the results")
 
 
 def invert_config(profile, args):
@@ -130,6 +132,10 @@ def _invert(args) -> int:
     if args.originals and not args.update:
         raise InputError("--originals scores an attack on a saved --update; without --update the "
                          "batch is sampled from --dataset and its originals are known")
+    seed_group = None
+    if args.distributed:
+        from .distributed import setup_invert
+        seed_group = setup_invert(args)
     profile, model, dataset = _setup(args, with_data=not args.update)
     config = invert_config(profile, args)
     if args.update:  # gradients captured elsewhere: originals only where the user has them
@@ -148,7 +154,9 @@ def _invert(args) -> int:
         save_update(update, args.save_update)
     result = gradinversion(model, update.without_labels(), config, device=args.device,
                            checkpoint_dir=args.checkpoint, resume=args.resume,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, seed_group=seed_group)
+    if seed_group is not None and not seed_group.is_main:
+        return 0  # every rank holds the same result; rank 0 scores and writes it
     lpips, lpips_reason = available_lpips(args.device) if originals is not None else (None, None)
     evaluation = (evaluate_attack(model, result, originals, true_labels, lpips=lpips)
                   if originals is not None else {"labels": label_summary(result.labels, true_labels)})

@@ -78,25 +78,46 @@ def image_box(model, device) -> tuple[Tensor, Tensor]:
 
 
 class _Consensus:
-    """The group target (eq. 12): lazy pixel mean, or the registered mean, refreshed on schedule."""
+    """The group target (eq. 12): lazy pixel mean, or the registered mean, refreshed on schedule.
 
-    def __init__(self, config: InversionConfig):
+    With a ``seed_group`` (``distributed.SeedGroup``) ``images`` are this process's seeds only;
+    both means are then summed over processes with one all-reduce each, so every process holds
+    the consensus of all G seeds (each registers only its own seeds onto the shared coarse mean).
+    """
+
+    def __init__(self, config: InversionConfig, seed_group=None):
         self.config = config
+        self.seed_group = seed_group
         self.schedule = ConsensusSchedule(config.register_start, config.register_every)
         self.current: Tensor | None = None
 
     def update(self, t: int, images: Tensor) -> Tensor:
         total = self.config.iterations
         if self.config.group != "registered" or t < self.schedule.start(total):
-            self.current = lazy_consensus(images)
+            self.current = self._lazy(images)
         elif self.schedule.should_register(t, total):
-            self.current = registered_consensus(images, method=self.config.registration)
+            self.current = self._registered(images)
         return self.current
 
     def final(self, images: Tensor) -> Tensor:
-        if self.config.group == "registered" and images.shape[0] > 1:
-            return registered_consensus(images, method=self.config.registration)
-        return lazy_consensus(images)
+        if self.config.group == "registered" and self.config.seeds > 1:
+            return self._registered(images)
+        return self._lazy(images)
+
+    def _lazy(self, images: Tensor) -> Tensor:
+        if self.seed_group is None:
+            return lazy_consensus(images)
+        return self._over_all_seeds(lazy_consensus(images), len(images))
+
+    def _registered(self, images: Tensor) -> Tensor:
+        method = self.config.registration
+        if self.seed_group is None:
+            return registered_consensus(images, method=method)
+        mean = registered_consensus(images, method=method, coarse=self._lazy(images))
+        return self._over_all_seeds(mean, len(images))
+
+    def _over_all_seeds(self, local_mean: Tensor, local_seeds: int) -> Tensor:
+        return self.seed_group.sum(local_mean * local_seeds) / self.config.seeds
 
 
 class InversionLoop:
@@ -105,10 +126,15 @@ class InversionLoop:
 
     The step is the hot path: no host-device synchronisation (losses stay on the device in
     ``history`` until a logging interval reads them), per-seed gradients in one batched call.
+
+    ``seed_group`` (None: all seeds here) spreads the seeds over processes
+    (``distributed.SeedGroup``): ``x`` holds only this process's slice ``owned`` of them, noise
+    is drawn for all G and sliced (so each seed gets the noise a single process gives it), and
+    ``history`` holds this process's part of every (seed-summed) loss.
     """
 
     def __init__(self, model, objective: Objective, labels: Tensor, image_shape,
-                 config: InversionConfig, device=None):
+                 config: InversionConfig, device=None, seed_group=None):
         self.device = torch.device(device or next(model.parameters()).device)
         if self.device.type == "cpu":
             keep_freed_memory()
@@ -120,9 +146,13 @@ class InversionLoop:
         x = torch.randn(self.shape, generator=self.gen, device=self.device) * config.init_std
         x = x.clamp_(self.lo, self.hi)
         self.start_images = x[0].detach().clone()
+        self.seed_group = seed_group
+        self.owned = slice(None) if seed_group is None else seed_group.owned(config.seeds)
+        if seed_group is not None:
+            x = x[self.owned].clone()
         self.x = x.requires_grad_(True)
         self.opt = torch.optim.Adam([self.x], lr=config.lr)
-        self.consensus = _Consensus(config)
+        self.consensus = _Consensus(config, seed_group)
         self.names = [t.name for _, t in objective.items()]
         self.history = torch.zeros(config.iterations, len(self.names) + 1, device=self.device)
 
@@ -145,7 +175,8 @@ class InversionLoop:
         self.opt.step()
         with torch.no_grad():
             if config.alpha_noise:
-                x.add_(torch.randn(self.shape, generator=self.gen, device=self.device),
+                noise = torch.randn(self.shape, generator=self.gen, device=self.device)
+                x.add_(noise if self.seed_group is None else noise[self.owned],
                        alpha=lr * config.alpha_noise)
             x.clamp_(self.lo, self.hi)
             self.history[t, 0] = total.detach()
@@ -176,14 +207,18 @@ class InversionLoop:
 def run_inversion(model, objective: Objective, labels: Tensor, image_shape, config: InversionConfig,
                   device=None, callback: Callable[[Progress], None] | None = None,
                   callback_every: int | None = None, checkpoint_dir: str | Path | None = None,
-                  resume: bool = False, progress: bool = True) -> InversionResult:
+                  resume: bool = False, progress: bool = True, seed_group=None) -> InversionResult:
     """Minimise ``objective`` over G seeds of a batch of ``len(labels)`` images (eq. 1).
 
     Every ``config.checkpoint_every`` iterations and on SIGINT/SIGTERM the state is saved
     atomically to ``checkpoint_dir``; ``resume=True`` continues from it and, on CPU, ends with
     exactly the images an uninterrupted run gives.
+
+    ``seed_group`` (``distributed.SeedGroup``; None: one process) runs this process's share of
+    the seeds; every process returns the same result for all G seeds. Checkpoints and callback
+    images are then this process's seeds only (give each process its own ``checkpoint_dir``).
     """
-    loop = InversionLoop(model, objective, labels, image_shape, config, device)
+    loop = InversionLoop(model, objective, labels, image_shape, config, device, seed_group)
     first = 0
     if resume and checkpoint_dir is not None:
         state = load_checkpoint(checkpoint_dir, loop.device)
@@ -213,9 +248,12 @@ def run_inversion(model, objective: Objective, labels: Tensor, image_shape, conf
         save_checkpoint(checkpoint_dir, loop.snapshot(config.iterations))
     final = loop.x.detach()
     to_pixels = _pixels(model)
+    consensus = loop.consensus.final(final)
+    if seed_group is not None:  # every process: all G seeds and the losses summed over them
+        final, history = seed_group.gather(final, config.seeds), seed_group.sum(history)
     hist = history.cpu()
     return InversionResult(
-        images=to_pixels(final), consensus=to_pixels(loop.consensus.final(final)),
+        images=to_pixels(final), consensus=to_pixels(consensus),
         start=to_pixels(loop.start_images), labels=loop.labels.cpu(),
         history={name: hist[:, i].tolist() for i, name in enumerate(["total", *names])},
         config=config, iterations=config.iterations, seconds=time.perf_counter() - started,

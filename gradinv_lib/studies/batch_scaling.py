@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from ..data import sample_batch
+from ..sweeps import Job, run_jobs
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors
 from .runs import run_attack, scaled_iterations, study_config
 
@@ -14,22 +15,31 @@ PAPER_BATCH_SIZES = (1, 8, 16, 32, 48)
 QUICK_ITERATION_FRACTION = 0.5
 
 
-def batch_scaling(ctx: StudyContext, batch_sizes=None, iterations: int | None = None) -> dict:
-    """Attack one batch per size with the profile's configuration; rows of consensus metrics."""
+def batch_scaling(ctx: StudyContext, batch_sizes=None, iterations: int | None = None,
+                  executor: str | None = None, **executor_options) -> dict:
+    """Attack one batch per size with the profile's configuration; rows of consensus metrics.
+
+    One job per size, run by ``sweeps.run_jobs`` (``executor`` 'local', 'slurm', ...)."""
     started = time.perf_counter()
     paper = ctx.profile.name == "paper"
     sizes = [int(b) for b in pick(batch_sizes, PAPER_BATCH_SIZES if paper else QUICK_BATCH_SIZES)]
     iterations = int(pick(iterations, scaled_iterations(ctx, QUICK_ITERATION_FRACTION)))
     config = study_config(ctx, iterations)
+    jobs = [Job(f"batch_{b}", attack_batch_size, {"batch_size": b, "config": config}) for b in sizes]
     rows = []
-    for b in sizes:
-        batch = sample_batch(ctx.dataset(), b, seed=ctx.seed + b)
-        run = run_attack(ctx, batch, config)
-        rows.append(run.row)
-        save_tensors(ctx, f"batch_{b}_images", {"original": run.originals, "reconstruction": run.reconstruction,
-                                                "labels": batch.labels, "ids": batch.ids})
+    for b, (row, tensors) in zip(sizes, run_jobs(ctx, jobs, executor, **executor_options)):
+        rows.append(row)
+        save_tensors(ctx, f"batch_{b}_images", tensors)
     return save_results(ctx, "batch_scaling", rows,
                         {"batch_sizes": sizes, "iterations": iterations, "config": config.to_dict()}, started)
+
+
+def attack_batch_size(ctx: StudyContext, batch_size: int, config) -> tuple[dict, dict]:
+    """One job of the sweep: attack one batch of ``batch_size``; its row and its image tensors."""
+    batch = sample_batch(ctx.dataset(), batch_size, seed=ctx.seed + batch_size)
+    run = run_attack(ctx, batch, config)
+    return run.row, {"original": run.originals, "reconstruction": run.reconstruction,
+                     "labels": batch.labels, "ids": batch.ids}
 
 
 # ----------------------------------------------------------------------------- plots (cache only)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .. import paper_results
 from ..data import sample_batch
 from ..metrics import identifiability_precision, penultimate_features
+from ..sweeps import Job, run_jobs
 from .common import StudyContext, load_results, pick, save_results
 from .runs import run_attack, scaled_iterations, study_config
 
@@ -51,9 +52,13 @@ def vulnerable_population(norms: torch.Tensor, labels: torch.Tensor, fraction: f
 
 
 def iip_study(ctx: StudyContext, batch_sizes=None, batches_per_size: int | None = None,
-              iterations: int | None = None, vulnerable_fraction: float | None = None) -> dict:
+              iterations: int | None = None, vulnerable_fraction: float | None = None,
+              executor: str | None = None, **executor_options) -> dict:
     """IIP per batch size and population, over ``batches_per_size`` attacked batches each; the
-    gallery for nearest neighbours is the whole data set."""
+    gallery for nearest neighbours is the whole data set.
+
+    The attacks are independent jobs run by ``sweeps.run_jobs`` (``executor`` 'local', 'slurm',
+    ...); the gallery features and IIP scoring stay here."""
     started = time.perf_counter()
     paper = ctx.profile.name == "paper"
     sizes = [int(b) for b in pick(batch_sizes, PAPER_BATCH_SIZES if paper else QUICK_BATCH_SIZES)]
@@ -66,20 +71,21 @@ def iip_study(ctx: StudyContext, batch_sizes=None, batches_per_size: int | None 
     norms = per_image_gradient_norms(model, data.images, data.labels)
     populations = {"random": torch.arange(len(data)),
                    "vulnerable": vulnerable_population(norms, data.labels, fraction)}
+    jobs = [Job(f"{pop_name}_b{b}_k{k}", attack_population_batch,
+                {"members": members, "batch_size": b, "batch_seed": ctx.seed * 1000 + 31 * b + k,
+                 "config": config})
+            for pop_name, members in populations.items() for b in sizes for k in range(batches_per_size)]
+    attacked = iter(run_jobs(ctx, jobs, executor, **executor_options))
     rows = []
     for pop_name, members in populations.items():
-        view = data.subset(members)
         for b in sizes:
             hits, n_images = 0, 0
             for k in range(batches_per_size):
-                batch = sample_batch(view, min(b, len(view.labels.unique())), seed=ctx.seed * 1000 + 31 * b + k)
-                pool_idx = members[[view.ids.index(i) for i in batch.ids]]
-                run = run_attack(ctx, batch, config)
-                originals = pool_idx[torch.as_tensor(run.evaluation["pairing"])]
-                iip = identifiability_precision(model, run.reconstruction.to(ctx.device), originals,
+                reconstruction, originals = next(attacked)
+                iip = identifiability_precision(model, reconstruction.to(ctx.device), originals,
                                                 pool_features=gallery)
                 hits += int(iip["hits"].sum())
-                n_images += len(batch)
+                n_images += len(originals)
             rows.append({"population": pop_name, "batch_size": b, "iip": hits / n_images,
                          "images": n_images, "batches": batches_per_size, "population_size": len(members),
                          "iterations": iterations})
@@ -90,6 +96,17 @@ def iip_study(ctx: StudyContext, batch_sizes=None, batches_per_size: int | None 
                 "paper": {"iip_at_48": paper_results.FIG8_IIP_AT_48,
                           "vulnerable_factor": paper_results.FIG8_VULNERABLE_FACTOR}}
     return save_results(ctx, "fig8_iip", rows, settings, started)
+
+
+def attack_population_batch(ctx: StudyContext, members: torch.Tensor, batch_size: int, batch_seed: int,
+                            config) -> tuple[torch.Tensor, torch.Tensor]:
+    """One job of the IIP sweep: attack a batch drawn from the population ``members`` (data set
+    indices); the reconstruction (B, 3, H, W) and the data set index of each image's original."""
+    view = ctx.dataset().subset(members)
+    batch = sample_batch(view, min(batch_size, len(view.labels.unique())), seed=batch_seed)
+    pool_idx = members[[view.ids.index(i) for i in batch.ids]]
+    run = run_attack(ctx, batch, config)
+    return run.reconstruction, pool_idx[torch.as_tensor(run.evaluation["pairing"])]
 
 
 def plot_iip(out, pdf: bool = True):

@@ -184,10 +184,20 @@ def _reproduce_args(p):
     p.add_argument("--force", action="store_true", help="rerun notebooks whose results are current")
     p.add_argument("--kernel", help="Jupyter kernel name (default: the notebooks' own)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--executor", choices=["local", "submitit-local", "slurm"],
+                   help="where the sweeps' attack jobs run (default: local; see README 'Scaling out')")
+    p.add_argument("--executor-options", metavar="JSON",
+                   help='submitit parameters, e.g. \'{"slurm_partition": "gpu", "gpus_per_node": 1}\'')
 
 
 def _reproduce(args) -> int:
+    import os
     from .reproduce import reproduce
+    from .sweeps import executor_settings
+    if args.executor or args.executor_options:  # the notebooks' kernels inherit the environment
+        os.environ["GRADINV_EXECUTOR"] = args.executor or os.environ.get("GRADINV_EXECUTOR", "local")
+        os.environ["GRADINV_EXECUTOR_OPTIONS"] = args.executor_options or ""
+        executor_settings(None, {})  # a bad value is a one-line error now, not in every notebook
     outcomes = reproduce(args.profile, args.only, args.force, args.kernel, progress=not args.no_progress)
     failed = [o for o in outcomes if o.status == "failed"]
     for o in failed:

@@ -1,0 +1,95 @@
+"""Sweeps: the same jobs run in this process ('local') and through submitit's job path
+('submitit-local', what 'slurm' submits), and the study caches their results either way."""
+
+import sys
+
+import pytest
+import torch
+
+from gradinv_lib.errors import GradInvError, InputError, MissingAssetError
+from gradinv_lib.studies.batch_scaling import batch_scaling
+from gradinv_lib.studies.common import StudyContext, load_results, load_tensors
+from gradinv_lib.sweeps import Job, PortableContext, executor_settings, run_jobs
+
+
+def scaled_seed(ctx, factor):
+    """A job that shows which context it ran with."""
+    if factor < 0:
+        raise ValueError("negative factor")
+    return {"value": ctx.seed * factor, "notebook": ctx.notebook, "out": str(ctx.out)}
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return StudyContext("sweep_test", seed=3, device="cpu", output_dir=tmp_path / "results")
+
+
+def test_local_jobs_run_in_order_with_the_callers_context(ctx, monkeypatch):
+    monkeypatch.delenv("GRADINV_EXECUTOR", raising=False)
+    calls = []
+    jobs = [Job(f"x{k}", lambda c, k: calls.append(c) or k * c.seed, {"k": k}) for k in (5, 1, 2)]
+    assert run_jobs(ctx, jobs) == [15, 3, 6]
+    assert all(c is ctx for c in calls)  # the cached model is reused, nothing rebuilt
+
+
+def test_executor_from_the_environment_and_bad_settings(monkeypatch):
+    monkeypatch.setenv("GRADINV_EXECUTOR", "slurm")
+    monkeypatch.setenv("GRADINV_EXECUTOR_OPTIONS", '{"timeout_min": 60, "slurm_partition": "gpu"}')
+    assert executor_settings(None, {"timeout_min": 5}) == ("slurm", {"timeout_min": 5, "slurm_partition": "gpu"})
+    assert executor_settings("local", {})[0] == "local"
+    with pytest.raises(InputError, match="expected one of local, submitit-local, slurm"):
+        executor_settings("sge", {})
+    monkeypatch.setenv("GRADINV_EXECUTOR_OPTIONS", "[1, 2]")
+    with pytest.raises(InputError, match="JSON object"):
+        executor_settings(None, {})
+
+
+def test_local_takes_no_cluster_options(ctx):
+    with pytest.raises(InputError, match="takes no options"):
+        run_jobs(ctx, [Job("a", scaled_seed, {"factor": 1})], "local", timeout_min=5)
+
+
+def test_missing_submitit_is_a_clear_error(ctx, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    with pytest.raises(MissingAssetError, match=r"gradinv\[cluster\]"):
+        run_jobs(ctx, [Job("a", scaled_seed, {"factor": 1})], "slurm")
+
+
+def test_portable_context_rebuilds_the_same_study(ctx):
+    portable = PortableContext.of(ctx, device=None)
+    rebuilt = portable.build()
+    assert rebuilt is not ctx and rebuilt is portable.build()   # built once per process
+    assert (rebuilt.seed, rebuilt.out, rebuilt.notebook, rebuilt.resolution) == (ctx.seed, ctx.out, ctx.notebook,
+                                                                                 ctx.resolution)
+
+
+@pytest.mark.slow  # ~20 s: two job arrays of fresh Python processes importing torch
+def test_submitit_path_runs_jobs_in_other_processes(ctx):
+    """submitit-local: pickled jobs, a rebuilt context, a job array, results in order, and every
+    failed job named in one error."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    pytest.importorskip("submitit")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # this test module is not installed
+    try:
+        jobs = [Job(f"f{k}", scaled_seed, {"factor": k}) for k in (2, 7)]
+        results = run_jobs(ctx, jobs, "submitit-local", timeout_min=5)
+        assert [r["value"] for r in results] == [6, 21]
+        assert {r["out"] for r in results} == {str(ctx.out)} and results[0]["notebook"] == "sweep_test"
+        with pytest.raises(GradInvError, match=r"1 of 2 jobs failed: bad \(.*log .*\.err"):
+            run_jobs(ctx, [Job("good", scaled_seed, {"factor": 1}), Job("bad", scaled_seed, {"factor": -1})],
+                     "submitit-local", timeout_min=5)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_batch_scaling_sweep_runs_locally_into_its_cache(tmp_path, monkeypatch):
+    """The study's local path: one job per batch size, cached rows and tensors the notebook reads."""
+    monkeypatch.delenv("GRADINV_EXECUTOR", raising=False)
+    ctx = StudyContext("04_batch_scaling", device="cpu", output_dir=tmp_path)
+    record = batch_scaling(ctx, batch_sizes=[1, 2], iterations=1, executor="local")
+    cached = load_results(tmp_path, "batch_scaling")
+    assert [r["batch_size"] for r in cached["rows"]] == [1, 2] == record["settings"]["batch_sizes"]
+    assert all(r["iterations"] == 1 and r["psnr"] is not None for r in cached["rows"])
+    images = load_tensors(tmp_path, "batch_2_images")
+    assert images["reconstruction"].shape == images["original"].shape == (2, 3, ctx.resolution, ctx.resolution)
+    assert torch.isfinite(images["reconstruction"]).all()

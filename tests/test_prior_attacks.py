@@ -132,17 +132,18 @@ def test_classification_loss_own_forward_matches_shared_logits():
 
 
 class TinyGenerator(nn.Module):
-    """z (4) + class vector (NC) -> 3x8x8 image in [0, 1]."""
+    """z (4) + class vector (NC) -> 3 x side x side image in [0, 1]."""
 
     latent_dim = 4
 
-    def __init__(self):
+    def __init__(self, side=8):
         super().__init__()
         torch.manual_seed(5)
-        self.net = nn.Sequential(nn.Linear(self.latent_dim + NC, 64), nn.Tanh(), nn.Linear(64, 192))
+        self.side = side
+        self.net = nn.Sequential(nn.Linear(self.latent_dim + NC, 64), nn.Tanh(), nn.Linear(64, 3 * side * side))
 
     def forward(self, z, classes):
-        return torch.sigmoid(self.net(torch.cat([z, classes], 1))).view(-1, 3, 8, 8)
+        return torch.sigmoid(self.net(torch.cat([z, classes], 1))).view(-1, 3, self.side, self.side)
 
 
 def test_gan_projection_recovers_images_in_the_generators_range():
@@ -164,3 +165,45 @@ def test_biggan_missing_is_reported_not_faked(tmp_path):
     assert reason.startswith("unavailable: needs BigGAN-deep weights at") and "nowhere" in reason
     with pytest.raises(MissingAssetError, match="BigGAN-deep"):
         load_biggan(tmp_path / "nowhere")
+
+
+def test_compare_runs_every_row_on_one_update():
+    from gradinv_lib.cli import build_parser
+    from gradinv_lib.compare import (ALL_ATTACKS, COLUMNS, compare_attacks, default_configs,
+                                     parse_iterations, table4_csv)
+    from gradinv_lib.config import InversionConfig
+    model = bn_net()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))  # SSIM needs >= 11 px
+    base = InversionConfig(iterations=4, seeds=1, group="none", warmup=1)
+    configs = default_configs(base)
+    out = compare_attacks(model, x, torch.tensor([3, 8]), ALL_ATTACKS, configs, base,
+                          registration="translation", biggan="/nonexistent")
+    rows = {r["method"]: r for r in out["rows"]}
+    assert out["rows"][0]["method"] == "noise" and set(rows) == {"noise", *ALL_ATTACKS}
+    assert rows["gan_projection"]["status"].startswith("unavailable: needs BigGAN-deep weights at /nonexistent")
+    assert rows["gan_projection"]["psnr"] is None                       # never faked
+    assert rows["deepinversion"]["needs_true_labels"] and not rows["dlg"]["needs_true_labels"]
+    assert rows["gan_projection"]["needs_gan"] and not rows["deepinversion"]["needs_gan"]
+    for name in ALL_ATTACKS:
+        if name != "gan_projection":
+            assert rows[name]["status"] == "ok" and rows[name]["fft2d"] is not None
+            assert rows[name]["lpips"] is None or isinstance(rows[name]["lpips"], float)
+    assert rows["gradinversion_bn_exact"]["paper_psnr"] == 12.929
+    assert rows["deepinversion"]["label_accuracy"] == 1.0
+    assert table4_csv(out["rows"]).splitlines()[0] == ",".join(COLUMNS)
+    assert parse_iterations(["7", "dlg=3"], ["dlg", "idlg"]) == {"dlg": 3, "idlg": 7}
+    with pytest.raises(InputError):
+        parse_iterations(["nope=3"], ["dlg"])
+    assert "compare" in build_parser()._subparsers._group_actions[0].choices
+
+
+def test_compare_runs_the_gan_row_with_a_supplied_generator():
+    from gradinv_lib.compare import compare_attacks, default_configs
+    from gradinv_lib.config import InversionConfig
+    model, generator = bn_net(4), TinyGenerator(side=16).requires_grad_(False)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    base = InversionConfig(iterations=3, seeds=1, group="none", warmup=1, bn_target="none")
+    out = compare_attacks(model, x, torch.tensor([1, 4]), ["gan_projection"], default_configs(base),
+                          base, registration="translation", generator=generator, latent_dim=4)
+    (row,) = out["rows"]
+    assert row["status"] == "ok" and row["iterations"] == 3 and row["psnr"] is not None

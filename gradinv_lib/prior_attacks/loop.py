@@ -96,7 +96,7 @@ def minimise(variables: list[Tensor], loss_fn: LossFn, settings: LoopSettings,
                 v.copy_(b)
 
     if settings.optimizer == "lbfgs":
-        _run_lbfgs(variables, evaluate, settings, project)
+        _run_lbfgs(variables, evaluate, settings, project, count, best)
     else:
         _run_adam(variables, evaluate, settings, project, count)
     last = history["total"][-1] if history else math.inf
@@ -125,16 +125,14 @@ def _run_adam(variables, evaluate, settings, project, count):
                 project()
 
 
-def _run_lbfgs(variables, evaluate, settings, project):
-    """One L-BFGS call with strong-Wolfe line search whose evaluation budget is ``iterations``.
+def _run_lbfgs(variables, evaluate, settings, project, count, best):
+    """L-BFGS with strong-Wolfe line search until ``iterations`` evaluations are spent; when it
+    stalls (a zero step) it restarts with a fresh curvature history, and stops once a restart
+    finds nothing lower.
 
     Departure: DLG ran L-BFGS with a fixed step (lr 1) and no line search, which diverges often;
-    the line search keeps it stable. Tolerances are 0 so the whole budget is used.
+    the line search keeps it stable. Tolerances are 0 so only the budget or a stall ends a run.
     """
-    opt = torch.optim.LBFGS(variables, lr=settings.lr, max_iter=settings.iterations,
-                            max_eval=settings.iterations, history_size=settings.lbfgs_history,
-                            tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
-
     def closure():
         opt.zero_grad(set_to_none=True)
         total = evaluate()
@@ -145,7 +143,14 @@ def _run_lbfgs(variables, evaluate, settings, project):
                 v.grad = torch.zeros_like(v)
         return total
 
-    opt.step(closure)
-    if project is not None:
-        with torch.no_grad():
-            project()
+    while count[0] < settings.iterations:
+        left, before = settings.iterations - count[0], best["loss"]
+        opt = torch.optim.LBFGS(variables, lr=settings.lr, max_iter=left, max_eval=left,
+                                history_size=settings.lbfgs_history, tolerance_grad=0.0,
+                                tolerance_change=0.0, line_search_fn="strong_wolfe")
+        opt.step(closure)
+        if project is not None:
+            with torch.no_grad():
+                project()
+        if not best["loss"] < before:
+            break

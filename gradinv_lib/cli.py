@@ -43,22 +43,23 @@ def _model_data_args(p):
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _setup(args, with_data: bool = True):
+def _setup(args, with_data: bool = True, native_resolution: bool = False):
     """(profile, model, dataset) from the profile with the command line's overrides; the dataset
-    is None without ``with_data`` (attacking a saved update needs none)."""
+    is None without ``with_data`` (attacking a saved update needs none). Images come at the
+    profile's resolution, or at the model's own with ``native_resolution``."""
     import torch
     from .errors import InputError
-    from .models import build_model
-    from .profiles import default_device, get_profile, load_dataset
+    from .profiles import build_for_dataset, default_device, get_profile, load_dataset
     profile = get_profile(args.profile)
     args.device = args.device or default_device()
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device: expected a device this machine has, found {args.device!r} "
                          "but CUDA is not available; use --device cpu")
-    model = build_model(args.model or profile.model, weights=args.weights or profile.weights,
-                        device=args.device)
-    resolution = args.resolution or profile.resolution
-    dataset = load_dataset(args.dataset or profile.dataset, resolution, args.imagenet) if with_data else None
+    dataset_name = args.dataset or profile.dataset
+    model = build_for_dataset(args.model or profile.model, args.weights or profile.weights,
+                              dataset_name, device=args.device)
+    resolution = args.resolution or (model.input_size if native_resolution else profile.resolution)
+    dataset = load_dataset(dataset_name, resolution, args.imagenet) if with_data else None
     return profile, model, dataset
 
 
@@ -71,7 +72,7 @@ def _labels_args(p):
 
 def _recover_labels(args) -> int:
     from .labels import evaluate_label_recovery
-    profile, model, dataset = _setup(args)
+    profile, model, dataset = _setup(args, native_resolution=True)
     result = evaluate_label_recovery(model, dataset, batch_size=args.batch_size,
                                      trials=profile.label_trials if args.trials is None else args.trials, rule=args.rule,
                                      seed=args.seed)

@@ -28,12 +28,15 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(
-        name="quick", model="efficientnet_lite0", weights="default", resolution=64, dataset="pool",
-        config=InversionConfig(iterations=400, lr=0.1, warmup=20, seeds=1, group="none",
+        name="quick", model="resnet18_cifar", weights="random", resolution=32, dataset="pool",
+        config=InversionConfig(iterations=1000, lr=0.1, warmup=20, seeds=1, group="none",
                                log_every=25, checkpoint_every=100, register_every=25),
         label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96),
-        notes="Pretrained EfficientNet-Lite0 (shipped weights) at 64 px on the embedded pool; "
-              "far fewer iterations than the paper's 20K."),
+        notes="Randomly initialised CIFAR-style ResNet-18 (1000 classes) at 32 px on the embedded "
+              "pool, 1000 iterations instead of the paper's 20K. Measured here: pretrained "
+              "EfficientNet-Lite0 at 64 px stays at noise within such budgets (+1.6 dB after 300 "
+              "iterations), so the quick inversions use this stated random-init network; label "
+              "recovery uses the pretrained Lite0 (`--model efficientnet_lite0`)."),
     "paper": Profile(
         name="paper", model="resnet50_moco", weights="default", resolution=224, dataset="imagenet",
         config=InversionConfig(), label_trials=10_000, label_batch_sizes=(1, 8, 32, 64, 96),
@@ -50,6 +53,19 @@ def get_profile(name: str) -> Profile:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# Models are built with the class count of the labels they are attacked with.
+DATASET_CLASSES = {"pool": 1000, "embedded": 1000, "imagenet": 1000, "cifar10": 10}
+
+
+def build_for_dataset(name: str, weights: str, dataset: str, device="cpu", seed: int = 0):
+    """``build_model`` with as many classes as ``dataset`` has labels."""
+    from .models import build_model
+    if dataset not in DATASET_CLASSES:
+        raise InputError(f"dataset: expected one of {', '.join(DATASET_CLASSES)}, found {dataset!r}")
+    return build_model(name, weights=weights, num_classes=DATASET_CLASSES[dataset], device=device,
+                       seed=seed)
 
 
 def load_dataset(name: str, resolution: int, imagenet: str | None = None):

@@ -32,8 +32,9 @@ def test_recover_labels_json_meets_the_min_rule_bar():
     out = json.loads(gradinv("recover-labels", "--model", "efficientnet_lite0", "--batch-size", "8",
                              "--trials", "50", "--json").stdout)
     assert out["accuracy"] >= 0.99 and out["rule"] == "min" and out["trials"] == 50
-    out_sum = json.loads(gradinv("recover-labels", "--batch-size", "8", "--trials", "50",
-                                 "--rule", "sum", "--json").stdout)
+    assert out["resolution"] == 224  # the model's own input size, as in Table 1
+    out_sum = json.loads(gradinv("recover-labels", "--model", "efficientnet_lite0", "--batch-size", "8",
+                                 "--trials", "50", "--rule", "sum", "--json").stdout)
     assert out_sum["rule"] == "sum" and 0 < out_sum["accuracy"] <= out["accuracy"]
 
 

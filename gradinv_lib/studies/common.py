@@ -69,10 +69,11 @@ class StudyContext:
 
     def model(self, name: str | None = None, weights: str | None = None):
         """A model by name (default: the profile's), cached; ``weights`` 'default' | 'random'."""
-        from ..models import build_model
+        from ..profiles import build_for_dataset
         key = (name or self.profile.model, weights or self.profile.weights)
         if key not in self._models:
-            self._models[key] = build_model(key[0], weights=key[1], device=self.device, seed=self.seed)
+            self._models[key] = build_for_dataset(key[0], key[1], self.profile.dataset,
+                                                  device=self.device, seed=self.seed)
         return self._models[key]
 
     def dataset(self):

@@ -23,6 +23,7 @@ class Profile:
     config: InversionConfig
     label_trials: int
     label_batch_sizes: tuple = ()
+    compare_iterations: int | None = None   # per attack in `gradinv compare` (None: config's)
     notes: str = ""
 
 
@@ -31,7 +32,7 @@ PROFILES = {
         name="quick", model="resnet18_cifar", weights="random", resolution=32, dataset="pool",
         config=InversionConfig(iterations=1000, lr=0.1, warmup=20, seeds=1, group="none",
                                log_every=25, checkpoint_every=100, register_every=25),
-        label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96),
+        label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96), compare_iterations=250,
         notes="Randomly initialised CIFAR-style ResNet-18 (1000 classes) at 32 px on the embedded "
               "pool, 1000 iterations instead of the paper's 20K. Measured here: pretrained "
               "EfficientNet-Lite0 at 64 px stays at noise within such budgets (+1.6 dB after 300 "

@@ -20,14 +20,15 @@ PDF = True          # also write every figure as PDF
 '''
 
 QUICK_WARNING = '''\
-> **Quick profile ≠ the paper's setting.** The quick profile attacks EfficientNet-Lite0 (the only
-> ImageNet-pretrained network installable offline) at low resolution, for a few hundred
-> iterations instead of 20K, on a pool of about a hundred real photos (foolbox's 20 ImageNet
-> validation images plus crops of bundled photos, pseudo-labelled by Lite0 itself). Its numbers test the
-> *direction* of each claim, not the paper's values, and will not match them. The paper profile
-> (`PROFILE = "paper"`) uses the paper's settings and needs a GPU, ImageNet and ResNet-50 weights.
-> LPIPS is reported only when torchvision's AlexNet weights are in the local cache (never with a
-> random backbone); otherwise its column shows "-".'''
+> **Quick profile ≠ the paper's setting.** The quick profile attacks a small network at low
+> resolution for a few hundred iterations instead of 20K with 8 seeds, on a pool of about a
+> hundred real photos (foolbox's 20 ImageNet validation images plus crops of bundled photos,
+> pseudo-labelled by the pretrained EfficientNet-Lite0); which network, and why, is in the
+> profile notes printed below. Its numbers test the *direction* of each claim, not the paper's
+> values, and will not match them. The paper profile (`PROFILE = "paper"`) uses the paper's
+> settings and needs a GPU, ImageNet and ResNet-50 weights. LPIPS is reported only when
+> torchvision's AlexNet weights are in the local cache (never with a random backbone);
+> otherwise its column shows "-".'''
 
 
 def context_cell(notebook: str, module: str) -> str:
@@ -65,7 +66,7 @@ While it optimises, a live preview shows the batch (in Jupyter; run headless, e.
 papermill, it prints progress and keeps snapshots for a static strip instead)."""),
         new_code_cell(COMMON_PARAMETERS + '''\
 BATCH_SIZE = None   # None: 4 (quick) or 8 (paper)
-ITERATIONS = None   # None: the profile's
+ITERATIONS = None   # None: half the profile's (quick), all of them (paper)
 LIVE_PREVIEW = True # ipywidgets preview while optimising (set False when run headless)
 ''', metadata={"tags": ["parameters"]}),
         new_markdown_cell(QUICK_WARNING),
@@ -100,16 +101,19 @@ TRIALS = None       # None: the profile's random batches per size (paper: 10,000
 REPEAT_BATCH = 8    # batch size for the repeated-label study
 REPEATS = [1, 2, 4] # each label appears this many times
 REPEAT_TRIALS = 20
+LABEL_RESOLUTION = None  # None: the label model's native resolution (Lite0: 224 px)
 ''', metadata={"tags": ["parameters"]}),
         new_markdown_cell(QUICK_WARNING + """
 >
-> **Specific to this table:** most pool images carry Lite0's *own* prediction as their label
+> **Specific to this table:** label recovery needs a trained classifier, so the quick profile
+> runs it on the pretrained EfficientNet-Lite0 at its native 224 px, whatever network the
+> inversions attack. Most pool images carry Lite0's *own* prediction as their label
 > (pseudo-labels, confidence >= 0.25), which makes recovery easier than on ImageNet's real labels.
 > Only the 20 foolbox images have ground-truth labels."""),
         new_code_cell(context_cell("01_label_recovery", "label_recovery")),
         new_markdown_cell("**Table 1, ours beside the paper's** (accuracy = fraction of the batch's labels "
                           "recovered; exact = batches recovered entirely)."),
-        new_code_cell("table1 = study.label_table(ctx, BATCH_SIZES, TRIALS)\n"
+        new_code_cell("table1 = study.label_table(ctx, BATCH_SIZES, TRIALS, LABEL_RESOLUTION)\n"
                       "show_table(table1[\"rows\"], {\"batch_size\": \"batch\", \"rule\": \"rule\", "
                       "\"accuracy_pct\": \"ours (%)\", \"paper_train_pct\": \"paper, train (%)\", "
                       "\"paper_val_pct\": \"paper, val (%)\", \"exact_batches_pct\": \"ours, exact batches (%)\", "
@@ -119,7 +123,7 @@ REPEAT_TRIALS = 20
 return at most half of the batch's labels (counted with multiplicity). The label-count estimate
 (`labels.recover_label_multiset`, beyond the paper) re-classifies each present class's mean feature
 to count its images. The paper reports no numbers for this."""),
-        new_code_cell("repeated = study.repeated_labels(ctx, REPEAT_BATCH, REPEATS, REPEAT_TRIALS)\n"
+        new_code_cell("repeated = study.repeated_labels(ctx, REPEAT_BATCH, REPEATS, REPEAT_TRIALS, LABEL_RESOLUTION)\n"
                       "show_table(repeated[\"rows\"], {\"repeats\": \"images per label\", \"method\": \"method\", "
                       "\"accuracy_pct\": \"labels recovered (%)\", \"exact_batches_pct\": \"exact batches (%)\", "
                       "\"trials\": \"trials\"}, digits=1)"),
@@ -136,10 +140,11 @@ pixel mean. Every row here attacks the same batch from the same seed.
 ResNet-18."""),
         new_code_cell(COMMON_PARAMETERS + '''\
 BATCH_SIZE = None   # None: 4 (quick) or 8 (paper, as in Tables 2-3)
-ITERATIONS = None   # None: half the profile's iterations (quick) or all of them (paper)
+ITERATIONS = None   # None: 15% of the profile's iterations per row (quick) or all of them (paper)
 SEEDS = None        # seeds G of the group rows; None: 2 (quick) or the profile's (paper: 8)
 ROWS = None         # None: all of grad, fidelity, group_lazy, group_registered
-STRENGTH_ITERATIONS = None  # None: a quarter of the profile's iterations (quick)
+STRENGTH_ITERATIONS = None  # None: 10% of the profile's iterations (quick)
+STRENGTH_RESOLUTION = None  # None: 64 px for every network (quick), the profile's (paper)
 STRENGTH_MODELS = None      # None: Lite0 pretrained / random, ResNet-18 / 50 random
 ''', metadata={"tags": ["parameters"]}),
         new_markdown_cell(QUICK_WARNING + """
@@ -162,7 +167,7 @@ make a network leak more?) and **randomly initialised ResNet-18 vs ResNet-50** (
 training). It **cannot** reproduce the paper's contrast of *differently well-trained ResNets*;
 the paper's values are shown only beside rows with the same kind of network. With a user's
 ResNet weights (`PROFILE = "paper"`), the same function runs the paper's comparison."""),
-        new_code_cell("table3 = study.strength_table(ctx, STRENGTH_MODELS, BATCH_SIZE, STRENGTH_ITERATIONS)\n"
+        new_code_cell("table3 = study.strength_table(ctx, STRENGTH_MODELS, BATCH_SIZE, STRENGTH_ITERATIONS, resolution=STRENGTH_RESOLUTION)\n"
                       "show_table(table3[\"rows\"], {\"network\": \"network\", \"fft2d\": \"FFT-2D ↓\", "
                       "\"paper_fft2d\": \"paper\", \"psnr_registered\": \"PSNR registered ↑\", \"paper_psnr\": \"paper\", "
                       "\"psnr\": \"PSNR unregistered\", \"feature_dist\": \"feature dist (own net) ↓\", "
@@ -185,7 +190,7 @@ Inverting Gradients do not. All rows here attack the same client update from the
 are scored by the same metrics (`gradinv_lib.compare.compare_attacks`)."""),
         new_code_cell(COMMON_PARAMETERS + '''\
 BATCH_SIZE = None   # None: 4 (quick) or 8 (paper, as in Table 4)
-ITERATIONS = None   # None: a quarter of the profile's iterations per attack (quick), all (paper)
+ITERATIONS = None   # None: 40% of the profile's per-attack compare budget (quick), all (paper)
 ATTACKS = None      # None: every Table 4 attack (gan_projection needs BigGAN weights)
 FIG5_SAMPLE = None  # None: the ground-truth image with the smallest gradient norm (our "hard sample")
 FIG5_ITERATIONS = None
@@ -218,7 +223,7 @@ still recovered almost whole). Each batch size below is one batch of distinct la
 with the same configuration; the noise start is scored too, as the floor."""),
         new_code_cell(COMMON_PARAMETERS + '''\
 BATCH_SIZES = None  # None: 1, 2, 4, 8 (quick) or 1, 8, 16, 32, 48 (paper)
-ITERATIONS = None   # None: half the profile's iterations (quick) or all of them (paper)
+ITERATIONS = None   # None: 20% of the profile's iterations (quick) or all of them (paper)
 ''', metadata={"tags": ["parameters"]}),
         new_markdown_cell(QUICK_WARNING),
         new_code_cell(context_cell("04_batch_scaling", "batch_scaling")),
@@ -242,7 +247,7 @@ image with the largest gradient norm) nearly double IIP at 48."""),
         new_code_cell(COMMON_PARAMETERS + '''\
 BATCH_SIZES = None          # None: 1, 4, 8 (quick) or 1, 8, 16, 32, 48 (paper)
 BATCHES_PER_SIZE = None     # None: 1 (quick) or 32 (paper: 256 images per point)
-ITERATIONS = None           # None: a quarter of the profile's iterations (quick)
+ITERATIONS = None           # None: 10% of the profile's iterations (quick)
 VULNERABLE_FRACTION = None  # None: 0.25 (quick, see below) or 1.0 (the paper's definition)
 ''', metadata={"tags": ["parameters"]}),
         new_markdown_cell(QUICK_WARNING + """
@@ -251,7 +256,8 @@ VULNERABLE_FRACTION = None  # None: 0.25 (quick, see below) or 1.0 (the paper's 
 > makes identification far easier; and the pool holds about one image per class, so "per class, the
 > image with the largest gradient norm" would be the whole pool. Quick therefore keeps the quarter
 > of those images with the largest gradient norms (`VULNERABLE_FRACTION`), a departure from the
-> paper. With one batch per size, each point rests on only a few images."""),
+> paper. With one batch per size, each point rests on only a few images. IIP's features come
+> from the attacked network, which in the quick profile may be randomly initialised."""),
         new_code_cell(context_cell("05_identifiability", "identifiability")),
         new_code_cell("iip = study.iip_study(ctx, BATCH_SIZES, BATCHES_PER_SIZE, ITERATIONS, VULNERABLE_FRACTION)\n"
                       "show_table(iip[\"rows\"], {\"population\": \"population\", \"batch_size\": \"batch\", "

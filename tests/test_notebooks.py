@@ -15,9 +15,10 @@ TINY = {"RESOLUTION": 32, "PDF": False}
 TINY_BY_NOTEBOOK = {
     "00_quickstart": {"BATCH_SIZE": 2, "ITERATIONS": 3, "LIVE_PREVIEW": False},
     "01_label_recovery": {"BATCH_SIZES": [1, 8, 64], "TRIALS": 4, "REPEAT_BATCH": 4, "REPEATS": [1, 2],
-                          "REPEAT_TRIALS": 2},
+                          "REPEAT_TRIALS": 2, "LABEL_RESOLUTION": 64},
     "02_ablation": {"BATCH_SIZE": 2, "ITERATIONS": 2, "SEEDS": 2, "STRENGTH_ITERATIONS": 1,
-                    "STRENGTH_MODELS": [["efficientnet_lite0", "default"], ["resnet18", "random"]]},
+                    "STRENGTH_MODELS": [["efficientnet_lite0", "default"], ["resnet18", "random"]],
+                    "STRENGTH_RESOLUTION": 32},
     "03_comparison": {"BATCH_SIZE": 2, "ITERATIONS": 2, "ATTACKS": ["dlg", "gradinversion_bn_exact"],
                       "FIG5_SAMPLE": 0, "FIG5_ITERATIONS": 2},
     "04_batch_scaling": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2},

@@ -10,9 +10,10 @@ from ..data import sample_batch
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors
 from .runs import run_attack, scaled_iterations, study_config
 
-QUICK_ITERATION_FRACTION = 0.5   # of the profile's iterations, per row, in the quick profile
+QUICK_ITERATION_FRACTION = 0.15  # of the profile's iterations, per row (quick: 30-minute budget)
 QUICK_SEEDS = 2                  # G for the group rows in the quick profile (paper: 8)
-QUICK_STRENGTH_FRACTION = 0.25   # Table 3 runs four networks (ResNet-50 is the slowest)
+QUICK_STRENGTH_FRACTION = 0.1    # Table 3 runs four networks (ResNet-50 is the slowest)
+QUICK_STRENGTH_RESOLUTION = 64   # one resolution for every Table 3 network (Lite0 is ImageNet-sized)
 
 
 def ablation_configs(ctx: StudyContext, iterations: int, seeds: int) -> dict:
@@ -68,7 +69,8 @@ STRENGTH_MODELS = (  # (model, weights): the only pretrained net offline is Effi
 
 
 def strength_table(ctx: StudyContext, models=None, batch_size: int | None = None,
-                   iterations: int | None = None, objective: str | None = None) -> dict:
+                   iterations: int | None = None, objective: str | None = None,
+                   resolution: int | None = None) -> dict:
     """Table 3: the same attack on the same batch against networks of different strength.
 
     Offline, pretrained-vs-random is the only strength contrast (Lite0 with and without its
@@ -82,7 +84,8 @@ def strength_table(ctx: StudyContext, models=None, batch_size: int | None = None
     objective = pick(objective, "group_registered" if paper else "fidelity")
     seeds = ctx.profile.config.seeds if paper else QUICK_SEEDS
     config = ablation_configs(ctx, iterations, seeds)[objective]
-    batch = sample_batch(ctx.dataset(), batch_size, seed=ctx.seed)
+    resolution = int(pick(resolution, ctx.resolution if paper else QUICK_STRENGTH_RESOLUTION))
+    batch = sample_batch(ctx.dataset(resolution), batch_size, seed=ctx.seed)
     rows, images = [], {"original": None}
     for name, weights in pick(models, STRENGTH_MODELS):
         model = ctx.model(name, weights)
@@ -95,7 +98,7 @@ def strength_table(ctx: StudyContext, models=None, batch_size: int | None = None
         images[f"{name} ({weights})"] = run.reconstruction
     save_tensors(ctx, "table3_images", images)
     settings = {"batch_size": batch_size, "iterations": iterations, "objective": objective,
-                "config": config.to_dict(), "batch_ids": batch.ids}
+                "config": config.to_dict(), "batch_ids": batch.ids, "resolution": resolution}
     return save_results(ctx, "table3_strength", rows, settings, started)
 
 
@@ -105,7 +108,7 @@ def plot_image_rows(out, name: str, title: str, pdf: bool = True):
     from ..plotting import image_grid, save_figure
     rows = load_tensors(out, name)
     fig = image_grid(rows)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.01)
     folder = out.out if isinstance(out, StudyContext) else out
     save_figure(fig, folder / f"{name}.png", pdf=pdf)
     return folder / f"{name}.png"

@@ -12,7 +12,7 @@ from .runs import run_attack, scaled_iterations, study_config
 
 QUICK_BATCH_SIZES = (1, 2, 4, 8)
 PAPER_BATCH_SIZES = (1, 8, 16, 32, 48)
-QUICK_ITERATION_FRACTION = 0.5
+QUICK_ITERATION_FRACTION = 0.2
 
 
 def batch_scaling(ctx: StudyContext, batch_sizes=None, iterations: int | None = None,

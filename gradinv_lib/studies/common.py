@@ -57,7 +57,7 @@ class StudyContext:
     resolution: int | None = None
     output_dir: str | Path | None = None
     _models: dict = field(default_factory=dict, repr=False)
-    _dataset: object = field(default=None, repr=False)
+    _datasets: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         from ..profiles import default_device, get_profile
@@ -76,12 +76,13 @@ class StudyContext:
                                                   device=self.device, seed=self.seed)
         return self._models[key]
 
-    def dataset(self):
-        """The profile's labelled images at this context's resolution (the pool offline)."""
+    def dataset(self, resolution: int | None = None):
+        """The profile's labelled images (the pool offline) at ``resolution`` (default: the context's)."""
         from ..profiles import load_dataset
-        if self._dataset is None:
-            self._dataset = load_dataset(self.profile.dataset, self.resolution)
-        return self._dataset
+        resolution = int(resolution or self.resolution)
+        if resolution not in self._datasets:
+            self._datasets[resolution] = load_dataset(self.profile.dataset, resolution)
+        return self._datasets[resolution]
 
     def describe(self) -> dict:
         """Settings recorded beside every result."""
@@ -127,7 +128,8 @@ def load_results(out: str | Path | StudyContext, name: str) -> dict:
 
 def save_tensors(ctx: StudyContext, name: str, tensors: dict) -> Path:
     from ..io import torch_save_atomic
-    return torch_save_atomic({k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in tensors.items()},
+    return torch_save_atomic({k: v.detach().cpu().clone() if torch.is_tensor(v) else v  # no shared storage
+                              for k, v in tensors.items()},
                              ctx.out / f"{name}.pt")
 
 

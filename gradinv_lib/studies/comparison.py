@@ -16,9 +16,16 @@ from ..experiments import evaluate_attack
 from ..prior_attacks import run_prior_attack
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors
 from .identifiability import per_image_gradient_norms
-from .runs import lpips_for, scaled_iterations, study_config
+from .runs import lpips_for, study_config
 
-QUICK_ITERATION_FRACTION = 0.25
+QUICK_ITERATION_FRACTION = 0.4   # of the profile's per-attack compare budget (30-minute bound)
+
+
+def attack_iterations(ctx: StudyContext) -> int:
+    """Per-attack iterations: the profile's ``compare_iterations`` (else its inversion budget),
+    scaled down in the quick profile."""
+    total = getattr(ctx.profile, "compare_iterations", None) or ctx.profile.config.iterations
+    return total if ctx.profile.name == "paper" else max(1, int(round(total * QUICK_ITERATION_FRACTION)))
 FIG5_ATTACKS = ("dlg", "inverting_gradients", "gradinversion_bn_exact")
 
 
@@ -32,7 +39,7 @@ def table4(ctx: StudyContext, batch_size: int | None = None, iterations: int | N
     """Every attack of Table 4 on one client update of a batch of distinct labels."""
     started = time.perf_counter()
     batch_size = int(pick(batch_size, 8 if ctx.profile.name == "paper" else 4))
-    iterations = int(pick(iterations, scaled_iterations(ctx, QUICK_ITERATION_FRACTION)))
+    iterations = int(pick(iterations, attack_iterations(ctx)))
     base, configs = _configs(ctx, iterations)
     batch = sample_batch(ctx.dataset(), batch_size, seed=ctx.seed)
     lpips, reason = lpips_for(ctx.device)
@@ -56,7 +63,7 @@ def hardest_sample(ctx: StudyContext) -> int:
 def fig5(ctx: StudyContext, sample: int | None = None, iterations: int | None = None, attacks=FIG5_ATTACKS) -> dict:
     """Batch 1: each attack on the same image's update, scored and kept for the figure."""
     started = time.perf_counter()
-    iterations = int(pick(iterations, scaled_iterations(ctx, QUICK_ITERATION_FRACTION)))
+    iterations = int(pick(iterations, attack_iterations(ctx)))
     _, configs = _configs(ctx, iterations)
     index = int(pick(sample, hardest_sample(ctx)))
     data, model = ctx.dataset(), ctx.model()

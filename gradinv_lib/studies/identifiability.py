@@ -18,7 +18,7 @@ from .runs import run_attack, scaled_iterations, study_config
 
 QUICK_BATCH_SIZES = (1, 4, 8)
 PAPER_BATCH_SIZES = (1, 8, 16, 32, 48)
-QUICK_ITERATION_FRACTION = 0.25
+QUICK_ITERATION_FRACTION = 0.1
 QUICK_VULNERABLE_FRACTION = 0.25   # see vulnerable_population: the pool has ~1 image per class
 
 

@@ -14,21 +14,31 @@ from ..experiments import label_summary
 from ..labels import evaluate_label_recovery, recover_label_multiset, recover_labels_from_update
 from .common import StudyContext, load_results, pick, save_results
 
+QUICK_LABEL_MODEL = ("efficientnet_lite0", "default")   # the one pretrained net offline
 
 
-def default_batch_sizes(ctx: StudyContext) -> list[int]:
+def label_model_and_data(ctx: StudyContext, resolution: int | None = None):
+    """Label recovery needs a trained classifier at its native resolution (Table 1): the profile's
+    model in the paper profile, pretrained EfficientNet-Lite0 in the quick one (whose inversion
+    model may be randomly initialised)."""
+    model = ctx.model() if ctx.profile.name == "paper" else ctx.model(*QUICK_LABEL_MODEL)
+    return model, ctx.dataset(resolution or model.input_size)
+
+
+
+def default_batch_sizes(ctx: StudyContext, resolution: int | None = None) -> list[int]:
     """The paper's batch sizes, capped at the number of distinct labels the data set holds."""
-    distinct = len(ctx.dataset().labels.unique())
+    distinct = len(label_model_and_data(ctx, resolution)[1].labels.unique())
     sizes = [b for b in ctx.profile.label_batch_sizes if b <= distinct]
     return sizes + ([distinct] if ctx.profile.name == "quick" and distinct not in sizes else [])
 
 
-def label_table(ctx: StudyContext, batch_sizes=None, trials=None) -> dict:
+def label_table(ctx: StudyContext, batch_sizes=None, trials=None, resolution: int | None = None) -> dict:
     """Accuracy of both rules over ``trials`` random batches of distinct labels per batch size."""
     started = time.perf_counter()
-    sizes = pick(batch_sizes, default_batch_sizes(ctx))
+    sizes = pick(batch_sizes, default_batch_sizes(ctx, resolution))
     trials = int(pick(trials, ctx.profile.label_trials))
-    model, data = ctx.model(), ctx.dataset()
+    model, data = label_model_and_data(ctx, resolution)
     rows = []
     for b in sizes:
         paper = paper_results.TABLE1_LABEL_ACCURACY.get(b)
@@ -40,17 +50,18 @@ def label_table(ctx: StudyContext, batch_sizes=None, trials=None) -> dict:
                          "paper_train_pct": paper["train"][rule] if paper else None,
                          "paper_val_pct": paper["val"][rule] if paper else None})
     settings = {"batch_sizes": list(sizes), "trials": trials, "model": model.name,
-                "weights": model.weights_source, "dataset": data.source,
+                "weights": model.weights_source, "dataset": data.source, "resolution": data.images.shape[-1],
                 "pseudo_labelled_fraction": float(data.pseudo.double().mean())}
     return save_results(ctx, "table1_label_recovery", rows, settings, started)
 
 
-def repeated_labels(ctx: StudyContext, batch_size: int = 8, repeats=(1, 2, 4), trials: int = 20) -> dict:
+def repeated_labels(ctx: StudyContext, batch_size: int = 8, repeats=(1, 2, 4), trials: int = 20,
+                    resolution: int | None = None) -> dict:
     """Batches where each label appears ``k`` times: eq. 8 (distinct labels assumed) versus the
     label-count estimate (``labels.recover_label_multiset``), as the fraction of the batch's
     labels recovered with multiplicity, and the fraction of batches recovered entirely."""
     started = time.perf_counter()
-    model, data = ctx.model(), ctx.dataset()
+    model, data = label_model_and_data(ctx, resolution)
     rows = []
     for k in repeats:
         scores = {"min_rule": [], "counting": []}

@@ -11,7 +11,9 @@ import torch
 
 from ..data import sample_batch
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors
-from .runs import run_attack, study_config
+from .runs import run_attack, scaled_iterations, study_config
+
+QUICK_ITERATION_FRACTION = 0.5   # of the profile's iterations (quick: 30-minute budget for all notebooks)
 
 
 class ReconstructionPreview:
@@ -67,7 +69,7 @@ def quickstart(ctx: StudyContext, batch_size: int | None = None, iterations: int
     """Attack one batch of distinct labels with the profile's configuration."""
     started = time.perf_counter()
     batch_size = int(pick(batch_size, 4 if ctx.profile.name == "quick" else 8))
-    config = study_config(ctx, iterations)
+    config = study_config(ctx, pick(iterations, scaled_iterations(ctx, QUICK_ITERATION_FRACTION)))
     preview_every = int(pick(preview_every, max(1, config.iterations // 20)))
     config = config.replace(log_every=min(config.log_every, preview_every))
     batch = sample_batch(ctx.dataset(), batch_size, seed=ctx.seed)

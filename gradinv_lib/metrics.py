@@ -65,14 +65,16 @@ def registered_psnr(recon: Tensor, orig: Tensor, registration: Registration) -> 
 
     ``registration(moving, fixed) -> Registration`` (one of ``gradinv_lib.registration.
     REGISTRATIONS``) warps ``moving[i]`` onto ``fixed[i]`` for every i; it never sees other
-    images of the batch as targets.
+    images of the batch as targets. The identity is a registration too: where the estimated warp
+    lowers an image's PSNR (a parametric fit misled by a blurry or noisy reconstruction), that
+    image is scored unwarped, so registered PSNR is never below plain PSNR.
     """
     _check_pair(recon, orig)
     warped = registration(recon, orig).warped
     if warped.shape != recon.shape:
         raise InputError(f"registration: expected warped images of shape {tuple(recon.shape)}, "
                          f"found {tuple(warped.shape)}")
-    return psnr(warped.clamp(0, 1), orig)
+    return torch.maximum(psnr(warped.clamp(0, 1), orig), psnr(recon, orig))
 
 
 def ssim(recon: Tensor, orig: Tensor) -> Tensor:

@@ -31,13 +31,17 @@ PROFILES = {
     "quick": Profile(
         name="quick", model="resnet18_cifar", weights="random", resolution=32, dataset="pool",
         config=InversionConfig(iterations=1000, lr=0.1, warmup=20, seeds=1, group="none",
-                               log_every=25, checkpoint_every=100, register_every=25),
+                               alpha_tv=3e-3, log_every=25, checkpoint_every=100,
+                               register_every=25),
         label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96), compare_iterations=250,
         notes="Randomly initialised CIFAR-style ResNet-18 (1000 classes) at 32 px on the embedded "
               "pool, 1000 iterations instead of the paper's 20K. Measured here: pretrained "
               "EfficientNet-Lite0 at 64 px stays at noise within such budgets (+1.6 dB after 300 "
               "iterations), so the quick inversions use this stated random-init network; label "
-              "recovery uses the pretrained Lite0 (`--model efficientnet_lite0`)."),
+              "recovery uses the pretrained Lite0 (`--model efficientnet_lite0`). alpha_TV is 3e-3 "
+              "(paper: 1e-4): with 20x fewer iterations the paper's TV leaves pixel noise; measured "
+              "on one pool image at batch 1, PSNR gain over the noise start was +2.9 dB (1e-4), "
+              "+3.5 dB (1e-3) and +4.5 dB (3e-3)."),
     "paper": Profile(
         name="paper", model="resnet50_moco", weights="default", resolution=224, dataset="imagenet",
         config=InversionConfig(), label_trials=10_000, label_batch_sizes=(1, 8, 32, 64, 96),

@@ -152,3 +152,14 @@ def test_lpips_rejects_foreign_backbone_file(tmp_path, monkeypatch):
     torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "hub" / "checkpoints" / M.ALEXNET_FILE)
     with pytest.raises(InputError, match=r"features.0.weight of shape \(64, 3, 11, 11\), found \(3,\)"):
         M.lpips_metric()
+
+
+def test_registered_psnr_never_below_plain_psnr():
+    orig = imgs(3, seed=5)
+    recon = (orig + 0.05 * torch.randn_like(orig)).clamp(0, 1)
+
+    def misalign(moving, fixed):  # a registration estimate that makes things worse
+        return Registration(torch.roll(moving, 3, dims=-1), None, None)
+
+    plain = M.psnr(recon, orig)
+    assert torch.equal(M.registered_psnr(recon, orig, misalign), plain)

@@ -7,7 +7,7 @@ import time
 
 from .. import paper_results
 from ..data import sample_batch
-from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors
+from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors, save_study_figure
 from .runs import run_attack, scaled_iterations, study_config
 
 QUICK_ITERATION_FRACTION = 0.15  # of the profile's iterations, per row (quick: 30-minute budget)
@@ -105,20 +105,17 @@ def strength_table(ctx: StudyContext, models=None, batch_size: int | None = None
 # ----------------------------------------------------------------------------- plots (cache only)
 def plot_image_rows(out, name: str, title: str, pdf: bool = True):
     """The cached originals and reconstructions of ``name`` (table2_images / table3_images) as a grid."""
-    from ..plotting import image_grid, save_figure
+    from ..plotting import image_grid
     rows = load_tensors(out, name)
     fig = image_grid(rows)
     fig.suptitle(title, fontsize=9, y=1.01)
-    folder = out.out if isinstance(out, StudyContext) else out
-    save_figure(fig, folder / f"{name}.png", pdf=pdf)
-    return folder / f"{name}.png"
+    return save_study_figure(fig, out, name, pdf)
 
 
 def plot_ablation_bars(out, pdf: bool = True):
     """Table 2 as bars: our PSNR and FFT-2D per objective beside the paper's."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import save_figure
     rows = load_results(out, "table2_ablation")["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     x = range(len(rows))
@@ -128,6 +125,4 @@ def plot_ablation_bars(out, pdf: bool = True):
         ax.set_xticks(list(x), [r["objective"] for r in rows], rotation=30, fontsize=7)
         ax.set_title(label, fontsize=9), ax.legend(fontsize=7)
     fig.tight_layout()
-    folder = out.out if isinstance(out, StudyContext) else out
-    save_figure(fig, folder / "table2_ablation.png", pdf=pdf)
-    return folder / "table2_ablation.png"
+    return save_study_figure(fig, out, "table2_ablation", pdf)

@@ -7,7 +7,7 @@ import time
 
 from ..data import sample_batch
 from ..sweeps import Job, run_jobs
-from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors
+from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors, save_study_figure
 from .runs import run_attack, scaled_iterations, study_config
 
 QUICK_BATCH_SIZES = (1, 2, 4, 8)
@@ -48,7 +48,6 @@ def plot_metrics(out, pdf: bool = True):
     with the noise start for reference."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import save_figure
     rows = load_results(out, "batch_scaling")["rows"]
     sizes = [r["batch_size"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3))
@@ -60,14 +59,12 @@ def plot_metrics(out, pdf: bool = True):
         ax.set_xlabel("batch size"), ax.set_title(label, fontsize=9), ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    folder = out.out if isinstance(out, StudyContext) else out
-    save_figure(fig, folder / "fig6_metrics_vs_batch.png", pdf=pdf)
-    return folder / "fig6_metrics_vs_batch.png"
+    return save_study_figure(fig, out, "fig6_metrics_vs_batch", pdf)
 
 
 def plot_grids(out, pdf: bool = True, max_columns: int = 8):
     """Fig. 7: originals above reconstructions for every batch size (first ``max_columns`` images)."""
-    from ..plotting import image_grid, save_figure
+    from ..plotting import image_grid
     record = load_results(out, "batch_scaling")
     rows = {}
     for b in record["settings"]["batch_sizes"]:
@@ -75,6 +72,4 @@ def plot_grids(out, pdf: bool = True, max_columns: int = 8):
         rows[f"B={b} original"] = t["original"][:max_columns]
         rows[f"B={b} recovered"] = t["reconstruction"][:max_columns]
     fig = image_grid(rows, scale=1.2)
-    folder = out.out if isinstance(out, StudyContext) else out
-    save_figure(fig, folder / "fig7_grids_vs_batch.png", pdf=pdf)
-    return folder / "fig7_grids_vs_batch.png"
+    return save_study_figure(fig, out, "fig7_grids_vs_batch", pdf)

@@ -118,8 +118,7 @@ def write_csv(path: str | Path, rows: list[dict]) -> Path:
 
 def load_results(out: str | Path | StudyContext, name: str) -> dict:
     """A cached result written by :func:`save_results` (for plotting without recomputing)."""
-    folder = out.out if isinstance(out, StudyContext) else Path(out)
-    path = folder / f"{name}.json"
+    path = output_folder(out) / f"{name}.json"
     if not path.exists():
         raise MissingAssetError(f"no cached result {path}: run the study's compute cell first")
     import json
@@ -134,8 +133,7 @@ def save_tensors(ctx: StudyContext, name: str, tensors: dict) -> Path:
 
 
 def load_tensors(out: str | Path | StudyContext, name: str) -> dict:
-    folder = out.out if isinstance(out, StudyContext) else Path(out)
-    path = folder / f"{name}.pt"
+    path = output_folder(out) / f"{name}.pt"
     if not path.exists():
         raise MissingAssetError(f"no cached tensors {path}: run the study's compute cell first")
     return torch.load(path, weights_only=False)
@@ -168,9 +166,21 @@ def show_table(rows: list[dict], columns: dict[str, str], digits: int = 3):
         return text
 
 
+def output_folder(out: str | Path | StudyContext) -> Path:
+    """The results folder of a study context, or ``out`` itself."""
+    return out.out if isinstance(out, StudyContext) else Path(out)
+
+
 def figure_paths(ctx_or_out, name: str) -> Path:
-    folder = ctx_or_out.out if isinstance(ctx_or_out, StudyContext) else Path(ctx_or_out)
-    return folder / f"{name}.png"
+    return output_folder(ctx_or_out) / f"{name}.png"
+
+
+def save_study_figure(fig, out, name: str, pdf: bool = False) -> Path:
+    """Save ``fig`` as ``<results folder>/<name>.png`` (and .pdf) and return the PNG's path."""
+    from ..plotting import save_figure
+    path = figure_paths(out, name)
+    save_figure(fig, path, pdf=pdf)
+    return path
 
 
 def check_positive(name: str, values) -> None:

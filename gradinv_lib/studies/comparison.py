@@ -14,7 +14,7 @@ from ..compare import TABLE4_ATTACKS, compare_attacks, default_configs
 from ..data import sample_batch
 from ..experiments import evaluate_attack
 from ..prior_attacks import run_prior_attack
-from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors
+from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors, save_study_figure
 from .identifiability import per_image_gradient_norms
 from .runs import lpips_for, study_config
 
@@ -88,21 +88,18 @@ def fig5(ctx: StudyContext, sample: int | None = None, iterations: int | None = 
 
 
 def plot_fig5(out, pdf: bool = True):
-    from ..plotting import image_grid, save_figure
+    from ..plotting import image_grid
     images = load_tensors(out, "fig5_images")
     rows = load_results(out, "fig5_batch1")["rows"]
     titles = ["original"] + [f"{r['method']}\nPSNR {r['psnr_registered']:.1f}" for r in rows]
     fig = image_grid({"batch 1": torch.cat(list(images.values()))}, column_titles=titles, scale=2.0)
-    folder = out.out if isinstance(out, StudyContext) else out
-    save_figure(fig, folder / "fig5_batch1.png", pdf=pdf)
-    return folder / "fig5_batch1.png"
+    return save_study_figure(fig, out, "fig5_batch1", pdf)
 
 
 def plot_table4(out, pdf: bool = True):
     """Table 4 as bars: our registered PSNR and FFT-2D per method beside the paper's."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import save_figure
     rows = [r for r in load_results(out, "table4_comparison")["rows"] if r.get("fft2d") is not None]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     x = range(len(rows))
@@ -112,6 +109,4 @@ def plot_table4(out, pdf: bool = True):
         ax.set_xticks(list(x), [r["method"] for r in rows], rotation=35, ha="right", fontsize=7)
         ax.set_title(label, fontsize=9), ax.legend(fontsize=7)
     fig.tight_layout()
-    folder = out.out if isinstance(out, StudyContext) else out
-    save_figure(fig, folder / "table4_comparison.png", pdf=pdf)
-    return folder / "table4_comparison.png"
+    return save_study_figure(fig, out, "table4_comparison", pdf)

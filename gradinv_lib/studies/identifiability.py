@@ -13,7 +13,7 @@ from .. import paper_results
 from ..data import sample_batch
 from ..metrics import identifiability_precision, penultimate_features
 from ..sweeps import Job, run_jobs
-from .common import StudyContext, load_results, pick, save_results
+from .common import StudyContext, load_results, pick, save_results, save_study_figure
 from .runs import run_attack, scaled_iterations, study_config
 
 QUICK_BATCH_SIZES = (1, 4, 8)
@@ -113,7 +113,6 @@ def plot_iip(out, pdf: bool = True):
     """Fig. 8: IIP versus batch size, both populations, with the paper's batch-48 facts marked."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import save_figure
     record = load_results(out, "fig8_iip")
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for pop, style in (("random", "o-"), ("vulnerable", "s-")):
@@ -127,6 +126,4 @@ def plot_iip(out, pdf: bool = True):
     ax.set_title(f"Fig. 8: identifiability ({record['context']['profile']} profile)", fontsize=9)
     ax.legend(fontsize=7), ax.grid(alpha=0.3)
     fig.tight_layout()
-    folder = out.out if isinstance(out, StudyContext) else out
-    save_figure(fig, folder / "fig8_iip.png", pdf=pdf)
-    return folder / "fig8_iip.png"
+    return save_study_figure(fig, out, "fig8_iip", pdf)

@@ -12,7 +12,7 @@ from ..client import simulate_client
 from ..data import sample_batch
 from ..experiments import label_summary
 from ..labels import evaluate_label_recovery, recover_label_multiset, recover_labels_from_update
-from .common import StudyContext, load_results, pick, save_results
+from .common import StudyContext, load_results, pick, save_results, save_study_figure
 
 QUICK_LABEL_MODEL = ("efficientnet_lite0", "default")   # the one pretrained net offline
 
@@ -87,7 +87,6 @@ def plot_label_table(out, pdf: bool = True):
     """Accuracy versus batch size for both rules, ours (solid) beside the paper's val (dashed)."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import save_figure
     record = load_results(out, "table1_label_recovery")
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for rule, colour, label in (("min", "C0", "min rule (eq. 8)"), ("sum", "C3", "sum rule (iDLG)")):
@@ -101,6 +100,4 @@ def plot_label_table(out, pdf: bool = True):
     ax.set_title(f"Table 1: label recovery ({record['context']['profile']} profile)", fontsize=9)
     ax.legend(fontsize=7), ax.grid(alpha=0.3)
     fig.tight_layout()
-    folder = out.out if isinstance(out, StudyContext) else out
-    save_figure(fig, folder / "table1_label_recovery.png", pdf=pdf)
-    return folder / "table1_label_recovery.png"
+    return save_study_figure(fig, out, "table1_label_recovery", pdf)

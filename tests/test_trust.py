@@ -176,8 +176,8 @@ def test_missing_weights_data_and_lpips_backbone(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     with pytest.raises(MissingAssetError, match="resnet18-f37072fd.pth"):
         build_model("resnet18", weights="default")
-    assert "resnet18-f37072fd.pth" in cli_error(capsys, "invert", "--model", "resnet18", "--dataset",
-                                                "cifar10", "--no-progress")
+    assert "resnet18-f37072fd.pth" in cli_error(capsys, "invert", "--model", "resnet18", "--weights",
+                                                "default", "--dataset", "cifar10", "--no-progress")
     with pytest.raises(LPIPSUnavailable, match="put alexnet-owt-7be5be79.pth in"):
         lpips_metric()
     with pytest.raises(MissingAssetError, match="expected a file at"):

@@ -69,21 +69,15 @@ class Objective(Term):
     def items(self):
         return list(self._items)
 
-    @property
-    def needs_grads(self):
-        return any(t.needs_grads for _, t in self._items)
+    def _any_needs(flag: str):
+        """A property: whether any term of the sum needs the input ``flag`` names."""
+        return property(lambda self: any(getattr(t, flag) for _, t in self._items))
 
-    @property
-    def needs_bn(self):
-        return any(t.needs_bn for _, t in self._items)
-
-    @property
-    def needs_consensus(self):
-        return any(t.needs_consensus for _, t in self._items)
-
-    @property
-    def needs_logits(self):
-        return any(t.needs_logits for _, t in self._items)
+    needs_grads = _any_needs("needs_grads")
+    needs_bn = _any_needs("needs_bn")
+    needs_consensus = _any_needs("needs_consensus")
+    needs_logits = _any_needs("needs_logits")
+    del _any_needs
 
     def parts(self, state: AttackState) -> tuple[Tensor, dict[str, Tensor]]:
         values = {t.name: w * t(state) for w, t in self._items}

@@ -4,6 +4,8 @@ seed), the image box, the client's target gradients, and packing the outcome as 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
@@ -11,6 +13,19 @@ from ..client import ClientUpdate, check_update_fits, target_gradients
 from ..errors import InputError
 from ..inversion import InversionResult, image_box
 from .loop import LoopResult
+
+
+class AttackConfig:
+    """Shared behaviour of the prior attacks' frozen config dataclasses: ``method`` names the
+    attack in saved results."""
+
+    method = "attack"
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, **dataclasses.asdict(self)}
 
 
 def device_of(model) -> torch.device:

@@ -4,7 +4,7 @@ TRUE labels from the network alone, with cross-entropy + BN-statistics prior (ru
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -14,19 +14,21 @@ from ..client import ClientUpdate
 from ..errors import InputError
 from ..inversion import InversionResult
 from ..objectives import BNPrior, ClassificationLoss, L2Prior, TotalVariation
-from .common import box_projection, device_of, pack_result, require_labels, start_images
+from .common import AttackConfig, box_projection, device_of, pack_result, require_labels, start_images
 from .loop import LoopSettings, minimise
 from .state import attack_state
 
 
 @dataclass(frozen=True)
-class DeepInversionConfig:
+class DeepInversionConfig(AttackConfig):
     """Weights follow DeepInversion's ImageNet setting (CE 1, BN 0.01, TV 1e-4, l2 1e-5).
 
     ``jitter``: largest random shift as a fraction of the image side (30 px of 224);
     ``bn_target``: "running" (DeepInversion's) or "exact" (the client batch's, for ablations).
     Departure: plain Adam with cosine decay; no multi-resolution stage or first-layer BN weight.
     """
+
+    method = "deepinversion"
 
     iterations: int = 2000
     lr: float = 0.1
@@ -40,11 +42,6 @@ class DeepInversionConfig:
     init_std: float = 1.0
     seed: int = 0
 
-    def replace(self, **changes) -> "DeepInversionConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return {"method": "deepinversion", **asdict(self)}
 
 
 def random_view(images: Tensor, jitter: int, flip: bool, gen: torch.Generator) -> Tensor:

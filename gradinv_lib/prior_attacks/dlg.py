@@ -4,7 +4,7 @@ the labels jointly as soft labels; iDLG reads them from the final layer's gradie
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..inversion import InversionResult
 from ..labels import LABEL_RULES, recover_labels_from_update
 from ..objectives import GradientMatching
-from .common import device_of, gradient_targets, pack_result, start_images
+from .common import AttackConfig, device_of, gradient_targets, pack_result, start_images
 from .loop import LoopSettings, minimise
 from .state import attack_state
 
@@ -21,10 +21,14 @@ LABEL_SOURCES = ("joint", *LABEL_RULES)
 
 
 @dataclass(frozen=True)
-class DLGConfig:
+class DLGConfig(AttackConfig):
     """``labels``: "joint" learns soft labels (DLG); "sum" is iDLG's analytic rule (exact at
     batch 1; extended to batches as in Table 1), "min" is eq. 8. ``iterations`` counts objective
     evaluations of L-BFGS (DLG: 300 steps of up to 20 evaluations each)."""
+
+    @property
+    def method(self) -> str:
+        return "dlg" if self.labels == "joint" else "idlg"
 
     iterations: int = 300
     lr: float = 1.0
@@ -37,11 +41,6 @@ class DLGConfig:
         if self.labels not in LABEL_SOURCES:
             raise InputError(f"labels: expected one of {LABEL_SOURCES}, found {self.labels!r}")
 
-    def replace(self, **changes) -> "DLGConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return {"method": "dlg" if self.labels == "joint" else "idlg", **asdict(self)}
 
 
 def dlg(model, update: ClientUpdate, config: DLGConfig = DLGConfig(), labels=None) -> InversionResult:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,16 +20,18 @@ from ..client import ClientUpdate
 from ..errors import InputError, MissingAssetError
 from ..inversion import InversionResult
 from ..objectives import GradientMatching
-from .common import device_of, gradient_targets, pack_result, require_labels
+from .common import AttackConfig, device_of, gradient_targets, pack_result, require_labels
 from .loop import LoopSettings, minimise
 from .state import attack_state
 
 
 @dataclass(frozen=True)
-class GANProjectionConfig:
+class GANProjectionConfig(AttackConfig):
     """``latent_noise``: std of the noise added to z, scaled by (1 - t / (noise_ramp T))^2 and
     zero after; ``optimise_class``: also learn the class vector (initialised one-hot on the true
     labels, which the gradient loss also uses: the row needs y*)."""
+
+    method = "gan_projection"
 
     iterations: int = 1000
     lr: float = 0.1
@@ -41,11 +43,6 @@ class GANProjectionConfig:
     seed: int = 0
     seed_mode: str = "vmap"
 
-    def replace(self, **changes) -> "GANProjectionConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return {"method": "gan_projection", **asdict(self)}
 
 
 Generator = Callable[[Tensor, Tensor], Tensor]

@@ -4,7 +4,7 @@ step decay, images kept in the box, several restarts of which the lowest objecti
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -12,13 +12,13 @@ from ..client import ClientUpdate
 from ..inversion import InversionResult
 from ..labels import recover_labels_from_update
 from ..objectives import GradientMatching, TotalVariation
-from .common import box_projection, device_of, gradient_targets, pack_result, start_images
+from .common import AttackConfig, box_projection, device_of, gradient_targets, pack_result, start_images
 from .loop import LoopSettings, minimise
 from .state import attack_state, per_seed_losses
 
 
 @dataclass(frozen=True)
-class InvertingGradientsConfig:
+class InvertingGradientsConfig(AttackConfig):
     """Restarts run as G independent seeds of one batched optimisation (no term couples them).
 
     Departure notes: TV is the library's L2-norm TV (eq. 9), whose weight 1e-4 balances the
@@ -26,6 +26,8 @@ class InvertingGradientsConfig:
     Labels: recovered from the update by ``label_rule`` (the attack needs no true labels);
     the same rule as GradInversion by default, so only the image objective differs.
     """
+
+    method = "inverting_gradients"
 
     iterations: int = 24_000        # Geiping et al.'s ImageNet setting
     lr: float = 0.1
@@ -39,11 +41,6 @@ class InvertingGradientsConfig:
     seed: int = 0
     seed_mode: str = "vmap"
 
-    def replace(self, **changes) -> "InvertingGradientsConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return {"method": "inverting_gradients", **asdict(self)}
 
 
 def inverting_gradients(model, update: ClientUpdate,

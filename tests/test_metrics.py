@@ -10,8 +10,9 @@ from torch import nn
 
 from gradinv_lib import metrics as M
 from gradinv_lib.errors import InputError, MissingAssetError
+from gradinv_lib.metrics import perceptual
 from gradinv_lib.models.base import ImageClassifier
-from gradinv_lib.registration import Registration
+from gradinv_lib.registration import Registration, translation_matrix, warp_translate
 
 
 def imgs(n=2, s=16, seed=0):
@@ -29,15 +30,29 @@ def test_psnr_of_known_mse_and_cap():
 def test_fft2d_hand_values():
     x = imgs()
     assert torch.allclose(M.fft2d_distance(x, x), torch.zeros(2), atol=1e-6)
-    assert torch.allclose(M.fft2d_distance(-x, x), torch.zeros(2), atol=1e-6)  # magnitudes only
+    assert torch.allclose(M.fft2d_distance(1 - x, x), torch.zeros(2), atol=1e-6)  # magnitudes only
     assert torch.allclose(M.fft2d_distance(torch.roll(x, 3, dims=-1), x), torch.zeros(2), atol=1e-6)
-    # constant image vs a pure cosine: magnitude vectors DC-only vs two symmetric peaks -> orthogonal
+    assert torch.allclose(M.fft2d_distance(x + 0.2, x), torch.zeros(2), atol=1e-6)  # DC (mean colour) dropped
     n = torch.arange(16.0)
-    cos = (0.5 + 0.5 * torch.cos(2 * math.pi * 2 * n / 16)).expand(1, 3, 16, 16)
-    const = torch.full((1, 3, 16, 16), 0.5)
-    # |F| of cos image: DC 0.5*256 and two peaks 0.25*256 each, per channel; const: DC 0.5*256
-    expected = 1 - 0.5 / math.sqrt(0.5 ** 2 + 2 * 0.25 ** 2)
-    assert M.fft2d_distance(cos, const).item() == pytest.approx(expected, abs=1e-6)
+    wave = lambda k: torch.cos(2 * math.pi * k * n / 16).expand(16, 16)  # noqa: E731
+    flat = torch.zeros(16, 16)
+
+    def image(*channels):
+        return (0.5 + 0.25 * torch.stack(channels))[None]
+
+    # non-DC spectra of different frequencies do not overlap: orthogonal
+    assert M.fft2d_distance(image(wave(2), wave(2), wave(2)), image(wave(3), wave(3), wave(3))).item() == pytest.approx(1.0)
+    # orig: frequency 2 on the red channel only; recon: on red and green. After ImageNet
+    # normalisation the channel-c peaks scale with 1/std_c, so cos = (1/s_r^2) / ((1/s_r) sqrt(1/s_r^2 + 1/s_g^2))
+    s_r, s_g = M.IMAGENET_STD[:2]
+    expected = 1 - s_g / math.sqrt(s_r ** 2 + s_g ** 2)  # 0.3008 (0.2929 without the normalisation)
+    got = M.fft2d_distance(image(wave(2), wave(2), flat), image(wave(2), flat, flat)).item()
+    assert got == pytest.approx(expected, abs=1e-6)
+    # a flat image has an all-zero non-DC spectrum: the worst score against any structured image
+    grey, mean_colour = torch.full_like(x, 0.5), x.mean(dim=(-2, -1), keepdim=True).expand_as(x)
+    assert torch.equal(M.fft2d_distance(grey, x), torch.ones(2))
+    assert torch.equal(M.fft2d_distance(mean_colour, x), torch.ones(2))
+    assert torch.equal(M.fft2d_distance(grey, mean_colour), torch.zeros(2))  # both flat: nothing to tell apart
 
 
 def test_ssim_hand_values_and_reference():
@@ -54,20 +69,48 @@ def test_ssim_hand_values_and_reference():
     torch.testing.assert_close(M.ssim(y, x).double(), torch.tensor(ref, dtype=torch.double), atol=1e-5, rtol=0)
 
 
-def test_registered_psnr_registers_each_image_onto_its_own_original():
-    orig = imgs(3)
-    recon = torch.roll(orig, 2, dims=-1)
+def shift_by(dx):
+    """A fake registration that always estimates a pure x-shift of ``dx`` px; records its calls."""
     seen = []
 
-    def register(moving, fixed):  # undo the known shift; record the pairs it was given
+    def register(moving, fixed):
         seen.append((moving.clone(), fixed.clone()))
-        return Registration(torch.roll(moving, -2, dims=-1), None, None)
+        matrix = translation_matrix(torch.tensor([[float(dx), 0.0]]).expand(moving.shape[0], 2))
+        return Registration(moving, matrix, matrix[:, :, 2])
 
+    return register, seen
+
+
+def test_registered_psnr_warps_each_original_onto_its_own_reconstruction():
+    orig = imgs(3, s=32)
+    recon = warp_translate(orig, torch.tensor([2.0, 0.0]))  # content moved right by 2 px
+    register, seen = shift_by(2)
     out = M.registered_psnr(recon, orig, register)
-    assert torch.all(out == M.PSNR_CAP_DB)
-    assert torch.equal(seen[0][0], recon) and torch.equal(seen[0][1], orig)  # paired, not the batch
-    with pytest.raises(InputError, match="warped images of shape"):
-        M.registered_psnr(recon, orig, lambda m, f: Registration(m[:1], None, None))
+    assert torch.all(out == M.PSNR_CAP_DB)  # integer shift, reflection borders: exact
+    assert (M.psnr(recon, orig) < 15).all()
+    moving, fixed = seen[0]
+    assert torch.equal(moving, orig) and torch.equal(fixed, recon)  # the original moves, paired
+    with pytest.raises(InputError, match="matrix of shape"):
+        M.registered_psnr(recon, orig, lambda m, f: Registration(m, None, None))
+
+
+def test_registered_psnr_rejects_out_of_bounds_and_sub_half_pixel_warps():
+    orig = imgs(3, s=32)
+    plain = M.psnr(orig.roll(5, dims=-1), orig)
+    for dx in (5, -4.5, 0.4):  # beyond 1/8 of 32 px = 4 px, or below 0.5 px: identity
+        register, _ = shift_by(dx)
+        assert torch.equal(M.registered_psnr(orig.roll(5, dims=-1), orig, register), plain)
+    register, _ = shift_by(4)  # on the bound: accepted
+    assert (M.registered_psnr(orig.roll(4, dims=-1), orig, register) > plain + 3).all()
+
+
+def test_registered_psnr_keeps_identity_only_when_asked():
+    orig = imgs(3, seed=5, s=32)
+    recon = (orig + 0.05 * torch.randn_like(orig)).clamp(0, 1)
+    misalign, _ = shift_by(3)  # an in-bounds estimate that makes things worse
+    plain = M.psnr(recon, orig)
+    assert torch.equal(M.registered_psnr(recon, orig, misalign), plain)
+    assert (M.registered_psnr(recon, orig, misalign, keep_identity=False) < plain - 1).all()
 
 
 def tiny_model(seed=0):
@@ -108,11 +151,15 @@ def test_match_by_labels():
 
 def test_evaluate_reconstruction_keys():
     orig, model = imgs(3), tiny_model()
-    out = M.evaluate_reconstruction(orig, orig, model=model, registration=lambda m, f: Registration(m, None, None))
+    register, _ = shift_by(0)
+    out = M.evaluate_reconstruction(orig, orig, model=model, registration=register, feature_model="attacked")
     assert out["psnr"] == M.PSNR_CAP_DB and out["psnr_registered"] == M.PSNR_CAP_DB
     assert out["fft2d"] == pytest.approx(0, abs=1e-6) and out["ssim"] == pytest.approx(1, abs=1e-6)
     assert out["feature_dist"] == 0 and out["lpips"] is None
-    assert len(out["per_image"]["psnr"]) == 3
+    assert len(out["per_image"]["psnr"]) == 3 and out["n"] == 3
+    bare = M.evaluate_reconstruction(orig, orig.flip(0), feature_model=None)
+    assert set(bare) == {"fft2d", "psnr", "ssim", "feature_dist", "lpips", "per_image", "n"}
+    assert bare["feature_dist"] is None and "feature_dist" not in bare["per_image"]
     with pytest.raises(InputError, match="same shape"):
         M.evaluate_reconstruction(orig, orig[:2])
 
@@ -133,9 +180,9 @@ def test_lpips_loading_path_with_fake_backbone(tmp_path, monkeypatch):
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(fake, tmp_path / "hub" / "checkpoints" / M.ALEXNET_FILE)
     captured = {}
-    real_load = M._load_alexnet_backbone
-    monkeypatch.setattr(M, "_load_alexnet_backbone", lambda net, path: (captured.setdefault("net", net),
-                                                                        real_load(net, path)))
+    real_load = perceptual._load_alexnet_backbone
+    monkeypatch.setattr(perceptual, "_load_alexnet_backbone", lambda net, path: (captured.setdefault("net", net),
+                                                                                 real_load(net, path)))
     score = M.lpips_metric()
     net = captured["net"].net
     assert torch.equal(getattr(net.slice1, "0").weight, fake["features.0.weight"])
@@ -152,14 +199,3 @@ def test_lpips_rejects_foreign_backbone_file(tmp_path, monkeypatch):
     torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "hub" / "checkpoints" / M.ALEXNET_FILE)
     with pytest.raises(InputError, match=r"features.0.weight of shape \(64, 3, 11, 11\), found \(3,\)"):
         M.lpips_metric()
-
-
-def test_registered_psnr_never_below_plain_psnr():
-    orig = imgs(3, seed=5)
-    recon = (orig + 0.05 * torch.randn_like(orig)).clamp(0, 1)
-
-    def misalign(moving, fixed):  # a registration estimate that makes things worse
-        return Registration(torch.roll(moving, 3, dims=-1), None, None)
-
-    plain = M.psnr(recon, orig)
-    assert torch.equal(M.registered_psnr(recon, orig, misalign), plain)

@@ -10,7 +10,11 @@ the registration used by the metrics
 * accepts an estimate only inside plausible bounds (centre shift at most 1/8 of the side,
   rotation at most 15 degrees, both singular values of the linear part in [0.8, 1.25]); an
   estimate outside them is REJECTED to the identity rather than clamped: a fit that wandered
-  that far has failed, and the clamped warp would be a transform nothing estimated.
+  that far has failed, and the clamped warp would be a transform nothing estimated;
+* treats an estimate that moves no image corner by ``min_displacement_px`` (0.5 px) or more as
+  the identity, and resamples with bicubic rather than bilinear interpolation: a sub-pixel warp
+  acts mostly as a low-pass filter on the original, which (measured, 32 px pool, bilinear)
+  raised the PSNR of ALIGNED blurred reconstructions by about 1 dB.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from .warps import similarity_params, warp_affine
 MAX_SHIFT_FRACTION = 1.0 / 8.0  # of the image side, per axis
 MAX_ANGLE_DEG = 15.0
 MIN_SCALE, MAX_SCALE = 0.8, 1.25
-METRIC_INTERPOLATION = "bilinear"
+MIN_DISPLACEMENT_PX = 0.5  # smaller corrections are snapped to the identity
+METRIC_INTERPOLATION = "bicubic"
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,24 @@ class WarpBounds:
     max_angle_deg: float = MAX_ANGLE_DEG
     min_scale: float = MIN_SCALE
     max_scale: float = MAX_SCALE
+    min_displacement_px: float = MIN_DISPLACEMENT_PX
 
     def __post_init__(self) -> None:
-        if not (self.max_shift_fraction >= 0 and self.max_angle_deg >= 0 and 0 < self.min_scale <= 1 <= self.max_scale):
-            raise InputError(f"WarpBounds: expected shift, angle >= 0 and 0 < min_scale <= 1 <= max_scale, "
+        if not (min(self.max_shift_fraction, self.max_angle_deg, self.min_displacement_px) >= 0
+                and 0 < self.min_scale <= 1 <= self.max_scale):
+            raise InputError(f"WarpBounds: expected shift, angle, displacement >= 0 and 0 < min_scale <= 1 <= max_scale, "
                              f"found {self}")
+
+    def negligible(self, matrix: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Which transforms move every image corner by less than ``min_displacement_px``.
+
+        Shape: matrix (N, 2, 3), size (H, W). Returns (N,) bool.
+        """
+        h, w = size
+        corners = torch.tensor([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]],
+                               dtype=torch.float64, device=matrix.device).T  # (3, 4)
+        moved = matrix.detach().double() @ corners - corners[:2]
+        return moved.norm(dim=1).amax(dim=1) < self.min_displacement_px
 
     def within(self, matrix: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Which transforms lie inside the bounds.
@@ -74,7 +92,7 @@ class BoundedRegistration(NamedTuple):
         warped: (N, C, H, W), the ORIGINAL warped onto the reconstruction (unchanged if rejected).
         matrix: (N, 2, 3), the accepted original-to-reconstruction transform (identity if rejected).
         params: (N, 4), (angle_deg, scale, dx, dy) of ``matrix`` (:func:`similarity_params`).
-        accepted: (N,) bool, whether the estimate was inside the bounds.
+        accepted: (N,) bool, whether the estimate was inside the bounds and not negligible.
     """
 
     warped: torch.Tensor
@@ -109,9 +127,9 @@ def register_original_onto(
             raise InputError(f"registration: expected a Registration with a matrix of shape ({n}, 2, 3), "
                              f"found {found}")
         matrix = matrix.to(device=orig.device, dtype=orig.dtype)
-        accepted = bounds.within(matrix, size).to(orig.device)
+        accepted = (bounds.within(matrix, size) & ~bounds.negligible(matrix, size)).to(orig.device)
         matrix = torch.where(accepted[:, None, None], matrix, identity_matrix(n, matrix))
-        warped = warp_affine(orig, matrix, mode=mode)
+        warped = warp_affine(orig, matrix, mode=mode).clamp(orig.min(), orig.max())  # bicubic overshoot
         warped = torch.where(accepted[:, None, None, None], warped, orig)
         params = similarity_params(matrix, size)
     return BoundedRegistration(warped, matrix, params, accepted)

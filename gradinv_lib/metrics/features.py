@@ -1,0 +1,108 @@
+"""Feature-space metrics: avg-pool features of a classifier and the feature distance (Table 2).
+
+The metrics default to the PRETRAINED EfficientNet-Lite0 (real ImageNet features, built once per
+process by :func:`lite0_features`), not the attacked network: a randomly initialised attacked
+network's features say little about whether two images show the same thing.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..bn_stats import bn_mode
+from ..errors import MissingAssetError
+from .pixel import check_pair
+
+LITE0_NAME = "efficientnet_lite0"
+LITE0_RESOLUTION = 224
+LITE0 = "lite0"  # the feature-model argument meaning "pretrained Lite0"
+
+
+class Lite0FeaturesUnavailable(MissingAssetError):
+    """The pretrained EfficientNet-Lite0 weights (pip package) are not installed."""
+
+
+def _model_dtype_device(model) -> tuple[torch.dtype, torch.device]:
+    p = next(model.parameters())
+    return p.dtype, p.device
+
+
+@torch.no_grad()
+def penultimate_features(model, images01: Tensor, batch: int = 64) -> Tensor:
+    """The avg-pool features: the input of ``model.final_layer``, captured by a forward hook.
+
+    Model in eval mode (modes restored), no grad, in chunks of ``batch`` images.
+
+    Shape:
+        images01: (N, 3, H, W) in [0, 1] -> (N, M) with M = final_layer.in_features.
+    """
+    dtype, device = _model_dtype_device(model)
+    captured: list[Tensor] = []
+    handle = model.final_layer.register_forward_hook(lambda _m, inp, _o: captured.append(inp[0].flatten(1)))
+    try:
+        with bn_mode(model, "eval"):
+            for chunk in images01.split(batch):
+                model(model.normalize(chunk.to(device=device, dtype=dtype)))
+    finally:
+        handle.remove()
+    return torch.cat(captured)
+
+
+@functools.lru_cache(maxsize=4)
+def lite0_model(device: str = "cpu"):
+    """The pretrained EfficientNet-Lite0 ``ImageClassifier`` (eval mode), built once per device.
+
+    Raises :class:`Lite0FeaturesUnavailable` when its weights package is absent.
+    """
+    from ..models import build_model  # the model registry is heavy and imports this package's users
+
+    try:
+        return build_model(LITE0_NAME, weights="default", device=device)
+    except MissingAssetError as exc:
+        raise Lite0FeaturesUnavailable(f"pretrained EfficientNet-Lite0 features unavailable: {exc}") from exc
+
+
+@torch.no_grad()
+def lite0_features(images01: Tensor, batch: int = 32, device: str | torch.device = "cpu") -> Tensor:
+    """Avg-pool features of the PRETRAINED EfficientNet-Lite0 (input of its final layer).
+
+    Images with a side below 224 px are first resized to 224x224 (bicubic, ``align_corners=False``,
+    clamped to [0, 1]), per chunk of ``batch``; larger images are fed as they are. Lite0's own
+    normalisation is applied by the model wrapper.
+
+    Shape: images01 (N, 3, H, W) in [0, 1] -> (N, 1280) float32 on CPU.
+    """
+    model = lite0_model(str(device))
+    out = []
+    for chunk in images01.split(batch):
+        chunk = chunk.to(device=device, dtype=torch.float32)
+        if min(chunk.shape[-2:]) < LITE0_RESOLUTION:
+            chunk = F.interpolate(chunk, size=(LITE0_RESOLUTION, LITE0_RESOLUTION), mode="bicubic",
+                                  align_corners=False).clamp(0, 1)
+        out.append(penultimate_features(model, chunk, batch).cpu())
+    return torch.cat(out)
+
+
+def features_of(model, images01: Tensor, batch: int = 64) -> Tensor:
+    """Features by ``model``: None or ``"lite0"`` -> :func:`lite0_features`; a classifier ->
+    :func:`penultimate_features` of that classifier. Shape: (N, 3, H, W) -> (N, M)."""
+    if model is None or (isinstance(model, str) and model == LITE0):
+        return lite0_features(images01, min(batch, 32))
+    return penultimate_features(model, images01, batch)
+
+
+def feature_distance(model, recon: Tensor, orig: Tensor, batch: int = 64) -> Tensor:
+    """Table 2's feature-distance column, OUR READING of it (illegible in the source): the L2
+    distance between avg-pool features of reconstruction and original, per image.
+
+    ``model=None`` (or ``"lite0"``): features of the PRETRAINED EfficientNet-Lite0 (see
+    :func:`lite0_features`), not of the attacked network; pass a classifier to use its features.
+
+    Shape: recon, orig (N, 3, H, W) -> (N,).
+    """
+    check_pair(recon, orig)
+    return (features_of(model, recon, batch) - features_of(model, orig, batch)).norm(dim=1)

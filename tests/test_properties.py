@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradinv_lib.labels import label_counts_from_fc, recover_labels
-from gradinv_lib.metrics import PSNR_CAP_DB, fft2d_distance, psnr, registered_psnr, ssim
-from gradinv_lib.registration import REGISTRATIONS
+from gradinv_lib.metrics import PSNR_CAP_DB, fft2d_distance, pixel_correlation_nn, psnr, registered_psnr, ssim
+from gradinv_lib.registration import DEFAULT_BOUNDS, REGISTRATIONS, register_original_onto
 
 FEW = settings(max_examples=15, deadline=None)
 seeds = st.integers(0, 2**31 - 1)
@@ -103,6 +103,17 @@ def test_fft2d_range_identity_and_scale_blindness(pair, scale):
     assert (d <= 1 + 1e-6).all()  # magnitudes are >= 0, so the cosine is >= 0
     assert fft2d_distance(a, a).abs().max() < 1e-6
     assert (fft2d_distance(a * scale, a) < 1e-6).all()  # cosine: blind to brightness scale
+    offset = torch.linspace(-0.3, 0.3, a.shape[1])[:, None, None]
+    assert (fft2d_distance(a + offset, a) < 1e-6).all()  # DC dropped: blind to each channel's mean
+
+
+@FEW
+@given(image_pairs(min_side=2), st.floats(0.2, 3.0), st.floats(-0.5, 0.5))
+def test_pixel_correlation_ignores_per_channel_gain_and_offset(pair, gain, offset):
+    a, b = pair
+    gallery = torch.cat([a, b])
+    out = pixel_correlation_nn(gain * a + offset, gallery, torch.arange(a.shape[0]))
+    assert out["hit"] == 1.0 and torch.equal(out["nearest"], torch.arange(a.shape[0]))
 
 
 @FEW
@@ -135,3 +146,17 @@ def test_registering_an_image_onto_itself_is_the_identity(method, n, c, h, w, se
     assert (reg.matrix[:, :, 2]).abs().max() < 0.25, reg.matrix  # pixels
     assert (reg.warped - x).abs().mean() < 0.01
     assert (registered_psnr(x, x, REGISTRATIONS[method]) > 35).all()
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from(["translation", "similarity", "affine"]), st.integers(1, 3), st.integers(16, 40), seeds,
+       st.booleans())
+def test_registered_psnr_never_below_plain_and_warps_stay_in_bounds(method, n, side, seed, smooth):
+    gen = torch.Generator().manual_seed(seed)
+    orig = smooth_images(n, 3, side, side, seed)
+    recon = smooth_images(n, 3, side, side, seed + 1) if smooth else torch.rand(n, 3, side, side, generator=gen)
+    reg = register_original_onto(recon, orig, REGISTRATIONS[method])
+    assert DEFAULT_BOUNDS.within(reg.matrix, (side, side)).all()
+    assert torch.equal(reg.warped[~reg.accepted], orig[~reg.accepted])
+    assert (registered_psnr(recon, orig, REGISTRATIONS[method]) >= psnr(recon, orig)).all()
+

@@ -2,9 +2,13 @@
 them here, through one code path: the study builds :class:`Job` s, :func:`run_jobs` returns
 their results in order, and the study caches them exactly as it would after a local run.
 
-Executors (``executor=`` or ``$GRADINV_EXECUTOR``; default ``local``):
+Executors (``executor=`` or ``$GRADINV_EXECUTOR``; default: ``processes`` on a machine with at
+least two cores and no CUDA when there are several jobs, ``local`` otherwise):
 
 * ``local``: in this process, one job after another (no extra dependency);
+* ``processes``: a pool of ``workers`` processes on this machine (default: one per core, at most
+  one per job), each with ``cores // workers`` torch threads; started with 'spawn' (forking a
+  process whose torch thread pools already run is unsafe), each rebuilds the study context once;
 * ``slurm``: one Slurm job array through ``submitit`` (``pip install gradinv[cluster]``); the
   results and submitit's logs need a folder every node sees (default ``<results>/submitit``);
 * ``submitit-local``: the same submitit path as subprocesses of this machine (a multi-GPU
@@ -19,13 +23,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import GradInvError, InputError, MissingAssetError
 
-EXECUTORS = ("local", "submitit-local", "slurm")
+EXECUTORS = ("local", "processes", "submitit-local", "slurm")
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,26 @@ def run_on_node(context: PortableContext, fn: Callable, kwargs: dict):
     return fn(context.build(), **kwargs)
 
 
-def executor_settings(executor: str | None, options: dict) -> tuple[str, dict]:
-    """The executor name and its options: arguments first, then ``$GRADINV_EXECUTOR(_OPTIONS)``."""
-    name = executor or os.environ.get("GRADINV_EXECUTOR") or "local"
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_executor(n_jobs: int | None = None) -> str:
+    """'processes' for several jobs on a machine with >= 2 cores and no CUDA, else 'local'."""
+    import torch
+    if (n_jobs is not None and n_jobs < 2) or available_cores() < 2 or torch.cuda.is_available():
+        return "local"
+    return "processes"
+
+
+def executor_settings(executor: str | None, options: dict, n_jobs: int | None = None) -> tuple[str, dict]:
+    """The executor name and its options: arguments first, then ``$GRADINV_EXECUTOR(_OPTIONS)``,
+    then :func:`default_executor` for ``n_jobs`` jobs."""
+    name = executor or os.environ.get("GRADINV_EXECUTOR") or default_executor(n_jobs)
     if name not in EXECUTORS:
         raise InputError(f"executor: expected one of {', '.join(EXECUTORS)}, found {name!r}")
     from_env = os.environ.get("GRADINV_EXECUTOR_OPTIONS", "").strip()
@@ -97,23 +119,76 @@ def _submitit():
     return submitit
 
 
+def _run_here(ctx, job: Job):
+    try:
+        return job.fn(ctx, **job.kwargs)
+    except Exception as exc:
+        exc.add_note(f"gradinv sweep: job {job.key!r} failed")
+        raise
+
+
+def _pin_threads(threads: int) -> None:
+    """Worker initialiser: this process's share of the cores."""
+    import torch
+    torch.set_num_threads(threads)
+
+
+def run_in_worker(context: PortableContext, fn: Callable, kwargs: dict) -> bytes:
+    """What a 'processes' worker runs: one job, its result pickled here with plain pickle (tensors
+    travel as bytes, not as shared-memory handles that die with the worker)."""
+    return pickle.dumps(run_on_node(context, fn, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _gather(jobs: list[Job], handles: list, where: Callable[[Any], str]) -> list:
+    """Results of ``handles`` (futures) in job order; every failed job named in one error."""
+    results, failed = [], []
+    for job, handle in zip(jobs, handles):
+        try:
+            results.append(handle.result())
+        except Exception as exc:  # noqa: BLE001 - report every failed job, not only the first
+            lines = str(exc).strip().splitlines()   # submitit's error holds the whole traceback
+            failed.append(f"{job.key} ({type(exc).__name__}: {lines[-1][:200] if lines else ''}{where(handle)})")
+    if failed:
+        raise GradInvError(f"{len(failed)} of {len(jobs)} jobs failed: {'; '.join(failed)}")
+    return results
+
+
+def _run_processes(ctx, jobs: list[Job], workers: int | None = None, threads: int | None = None) -> list:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    cores = available_cores()
+    workers = max(1, min(int(workers or cores), len(jobs)))
+    threads = max(1, int(threads or cores // workers))
+    portable = PortableContext.of(ctx, ctx.device)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_pin_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(run_in_worker, portable, job.fn, job.kwargs) for job in jobs]
+        return [pickle.loads(r) for r in _gather(jobs, futures, lambda _: "")]
+
+
 def run_jobs(ctx, jobs: list[Job], executor: str | None = None, folder: str | Path | None = None,
              device: str | None = None, **options) -> list:
     """Run ``jobs`` and return their results in order.
 
     ``local`` calls ``job.fn(ctx, **job.kwargs)`` here with the caller's context (its cached
-    model). The submitit executors send each node a :class:`PortableContext` instead, on
-    ``device`` (default: the caller's for ``submitit-local``, the node's own for ``slurm``), as
-    one job array, and wait for all of it; failed jobs are named together in one error.
+    model). ``processes`` (options ``workers``, ``threads``) and the submitit executors send each
+    process or node a :class:`PortableContext` instead; submitit on ``device`` (default: the
+    caller's for ``submitit-local``, the node's own for ``slurm``), as one job array. They wait
+    for every job; failed jobs are named together in one error.
     """
-    name, options = executor_settings(executor, options)
+    name, options = executor_settings(executor, options, len(jobs))
     if name == "local":
         if options:
             raise InputError(f"executor 'local' takes no options, found {sorted(options)}")
-        return [job.fn(ctx, **job.kwargs) for job in jobs]
+        return [_run_here(ctx, job) for job in jobs]
     keys = [job.key for job in jobs]
     if len(set(keys)) != len(keys):
         raise InputError(f"job keys: expected unique names, found duplicates in {keys}")
+    if name == "processes":
+        unknown = sorted(set(options) - {"workers", "threads"})
+        if unknown:
+            raise InputError(f"executor 'processes' takes options workers, threads; found {unknown}")
+        return _run_processes(ctx, jobs, **options)
     submitit = _submitit()
     folder = Path(folder) if folder else Path(ctx.out) / "submitit"
     engine = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm" if name == "slurm" else "local")
@@ -121,12 +196,4 @@ def run_jobs(ctx, jobs: list[Job], executor: str | None = None, folder: str | Pa
     portable = PortableContext.of(ctx, device if device or name == "slurm" else ctx.device)
     with engine.batch():
         submitted = [engine.submit(run_on_node, portable, job.fn, job.kwargs) for job in jobs]
-    results, failed = [], []
-    for job, handle in zip(jobs, submitted):
-        try:
-            results.append(handle.result())
-        except Exception as exc:  # noqa: BLE001 - report every failed job, not only the first
-            failed.append(f"{job.key} ({type(exc).__name__}; log {handle.paths.stderr})")
-    if failed:
-        raise GradInvError(f"{len(failed)} of {len(jobs)} jobs failed: {'; '.join(failed)}")
-    return results
+    return _gather(jobs, submitted, lambda handle: f"; log {handle.paths.stderr}")

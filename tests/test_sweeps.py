@@ -9,6 +9,7 @@ import torch
 from gradinv_lib.errors import GradInvError, InputError, MissingAssetError
 from gradinv_lib.studies.batch_scaling import batch_scaling
 from gradinv_lib.studies.common import StudyContext, load_results, load_tensors
+from gradinv_lib import sweeps
 from gradinv_lib.sweeps import Job, PortableContext, executor_settings, run_jobs
 
 
@@ -28,7 +29,7 @@ def test_local_jobs_run_in_order_with_the_callers_context(ctx, monkeypatch):
     monkeypatch.delenv("GRADINV_EXECUTOR", raising=False)
     calls = []
     jobs = [Job(f"x{k}", lambda c, k: calls.append(c) or k * c.seed, {"k": k}) for k in (5, 1, 2)]
-    assert run_jobs(ctx, jobs) == [15, 3, 6]
+    assert run_jobs(ctx, jobs, "local") == [15, 3, 6]
     assert all(c is ctx for c in calls)  # the cached model is reused, nothing rebuilt
 
 
@@ -37,11 +38,47 @@ def test_executor_from_the_environment_and_bad_settings(monkeypatch):
     monkeypatch.setenv("GRADINV_EXECUTOR_OPTIONS", '{"timeout_min": 60, "slurm_partition": "gpu"}')
     assert executor_settings(None, {"timeout_min": 5}) == ("slurm", {"timeout_min": 5, "slurm_partition": "gpu"})
     assert executor_settings("local", {})[0] == "local"
-    with pytest.raises(InputError, match="expected one of local, submitit-local, slurm"):
+    with pytest.raises(InputError, match="expected one of local, processes, submitit-local, slurm"):
         executor_settings("sge", {})
     monkeypatch.setenv("GRADINV_EXECUTOR_OPTIONS", "[1, 2]")
     with pytest.raises(InputError, match="JSON object"):
         executor_settings(None, {})
+
+
+def test_default_executor_is_processes_on_a_multicore_cpu(monkeypatch):
+    monkeypatch.delenv("GRADINV_EXECUTOR", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sweeps, "available_cores", lambda: 2)
+    assert executor_settings(None, {}, n_jobs=3)[0] == "processes"
+    assert executor_settings(None, {}, n_jobs=1)[0] == "local"          # nothing to share out
+    monkeypatch.setenv("GRADINV_EXECUTOR", "local")
+    assert executor_settings(None, {}, n_jobs=3)[0] == "local"          # the environment overrides
+    monkeypatch.delenv("GRADINV_EXECUTOR")
+    monkeypatch.setattr(sweeps, "available_cores", lambda: 1)
+    assert executor_settings(None, {}, n_jobs=3)[0] == "local"
+    monkeypatch.setattr(sweeps, "available_cores", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert executor_settings(None, {}, n_jobs=3)[0] == "local"          # one GPU: one process
+
+
+def test_local_failure_names_the_job(ctx):
+    with pytest.raises(ValueError, match="negative factor") as info:
+        run_jobs(ctx, [Job("good", scaled_seed, {"factor": 1}), Job("bad", scaled_seed, {"factor": -1})], "local")
+    assert "job 'bad' failed" in "".join(info.value.__notes__)
+
+
+def test_processes_run_jobs_in_worker_processes_in_order(ctx):
+    """'processes': spawned workers rebuild the context, results come back in job order, tensors
+    included, and every failing job is named in one error."""
+    jobs = [Job(f"f{k}", scaled_seed, {"factor": k}) for k in (2, 7, 5)]
+    results = run_jobs(ctx, jobs, "processes", workers=2)
+    assert [r["value"] for r in results] == [6, 21, 15] == [r["value"] for r in run_jobs(ctx, jobs, "local")]
+    assert {r["out"] for r in results} == {str(ctx.out)} and results[0]["notebook"] == "sweep_test"
+    with pytest.raises(GradInvError, match=r"1 of 2 jobs failed: bad \(ValueError: negative factor\)"):
+        run_jobs(ctx, [Job("good", scaled_seed, {"factor": 1}), Job("bad", scaled_seed, {"factor": -1})],
+                 "processes", workers=2)
+    with pytest.raises(InputError, match="takes options workers, threads"):
+        run_jobs(ctx, jobs, "processes", timeout_min=5)
 
 
 def test_local_takes_no_cluster_options(ctx):

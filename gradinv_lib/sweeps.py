@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -153,6 +155,24 @@ def _gather(jobs: list[Job], handles: list, where: Callable[[Any], str]) -> list
     return results
 
 
+@contextmanager
+def _main_script_hidden(jobs: list[Job]):
+    """Spawned workers re-import the parent's main script, so a script without an ``if __name__ ==
+    "__main__"`` guard would rerun itself in each of them. Jobs of installed modules do not need
+    it: hide the script while the workers start (unless a job's function lives there)."""
+    main = sys.modules.get("__main__")
+    if main is None or any(getattr(job.fn, "__module__", None) == "__main__" for job in jobs):
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
 def _run_processes(ctx, jobs: list[Job], workers: int | None = None, threads: int | None = None) -> list:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -162,7 +182,8 @@ def _run_processes(ctx, jobs: list[Job], workers: int | None = None, threads: in
     portable = PortableContext.of(ctx, ctx.device)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_pin_threads, initargs=(threads,)) as pool:
-        futures = [pool.submit(run_in_worker, portable, job.fn, job.kwargs) for job in jobs]
+        with _main_script_hidden(jobs):   # every worker starts within the first submits
+            futures = [pool.submit(run_in_worker, portable, job.fn, job.kwargs) for job in jobs]
         return [pickle.loads(r) for r in _gather(jobs, futures, lambda _: "")]
 
 

@@ -27,20 +27,23 @@ def bn_targets(model, update: ClientUpdate, which: str):
 
 
 def build_objective(model, update: ClientUpdate, config: InversionConfig) -> Objective:
-    """alpha_G L_grad + alpha_TV TV + alpha_l2 l2 + alpha_BN R_BN + alpha_group R_group."""
+    """alpha_G L_grad + alpha_TV TV + alpha_l2 l2 + alpha_BN R_BN + alpha_group R_group, each term
+    in the form ``config.weighting`` names (scale-free for "balanced", raw for "paper")."""
     device = next(model.parameters()).device
     targets = [t.to(device) for t in target_gradients(update, model)]
-    objective = config.alpha_grad * GradientMatching(targets, metric=config.grad_metric)
-    objective = objective + config.alpha_tv * TotalVariation() + config.alpha_l2 * L2Prior()
+    scale_free = config.weighting == "balanced"
+    objective = config.alpha_grad * GradientMatching(targets, metric=config.grad_metric, relative=scale_free)
+    objective = (objective + config.alpha_tv * TotalVariation(normalized=scale_free)
+                 + config.alpha_l2 * L2Prior(normalized=scale_free))
     if config.bn_target != "none" and config.alpha_bn:
         if not model.bn_layers():
             raise InputError(f"bn_target={config.bn_target!r}: expected a model with BatchNorm layers, "
                              f"found none in {model.name!r}; set bn_target='none'")
         stats = bn_targets(model, update, config.bn_target)
         objective = objective + config.alpha_bn * BNPrior(
-            {k: (m.to(device), v.to(device)) for k, (m, v) in stats.items()})
+            {k: (m.to(device), v.to(device)) for k, (m, v) in stats.items()}, normalized=scale_free)
     if config.group != "none" and config.seeds > 1:
-        objective = objective + config.alpha_group * GroupConsistency()
+        objective = objective + config.alpha_group * GroupConsistency(normalized=scale_free)
     return objective
 
 

@@ -96,8 +96,11 @@ def _invert_args(p):
     p.add_argument("--group", choices=["none", "lazy", "registered"])
     p.add_argument("--registration", choices=["translation", "similarity", "affine"])
     p.add_argument("--lr", type=float)
-    p.add_argument("--bn-mode", default="eval", choices=["eval", "train"],
-                   help="BN mode of the simulated client's forward pass")
+    p.add_argument("--bn-mode", choices=["eval", "train"],
+                   help="BN mode of the simulated client's forward pass (default: the profile's, "
+                        "train: batch statistics, as a training FedSGD client)")
+    p.add_argument("--weighting", choices=["balanced", "paper"],
+                   help="term weighting: scale-free terms (balanced) or the paper's raw constants")
     p.add_argument("--update", help="attack a saved client update instead of simulating one")
     p.add_argument("--originals", help="with --update: a .pt file of the private batch (B, 3, H, W) "
                    "in [0, 1], or a dict with 'images' (and 'labels'), to score the reconstruction")
@@ -115,7 +118,8 @@ def invert_config(profile, args):
     """The profile's configuration with the command line's overrides applied."""
     overrides = {"iterations": args.iterations, "seeds": args.seeds, "bn_target": args.bn,
                  "group": args.group, "registration": args.registration, "lr": args.lr,
-                 "seed": args.seed, "checkpoint_every": args.checkpoint_every}
+                 "seed": args.seed, "checkpoint_every": args.checkpoint_every,
+                 "weighting": args.weighting}
     config = profile.config.replace(**{k: v for k, v in overrides.items() if v is not None})
     if args.seeds and args.seeds > 1 and args.group is None and config.group == "none":
         config = config.replace(group="registered")
@@ -148,7 +152,7 @@ def _invert(args) -> int:
     else:
         batch = sample_batch(dataset, args.batch_size, seed=args.seed)
         update = simulate_client(model, batch.images.to(args.device), batch.labels.to(args.device),
-                                 bn_mode=args.bn_mode)
+                                 bn_mode=args.bn_mode or profile.client_bn_mode)
         originals, true_labels = batch.images, batch.labels
         data = {"source": batch.source, "ids": batch.ids, "pseudo_labels": batch.pseudo.tolist()}
     if args.save_update:

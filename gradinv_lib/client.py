@@ -86,11 +86,12 @@ def trainable_parameters(model) -> dict[str, Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def simulate_client(model, images01: Tensor, labels: Tensor, bn_mode: str = "eval") -> ClientUpdate:
+def simulate_client(model, images01: Tensor, labels: Tensor, bn_mode: str = "train") -> ClientUpdate:
     """One FedSGD client step: gradients of the mean cross-entropy on (images01, labels).
 
     Images are pixel-space [0, 1], normalised with ``model.normalize``. ``bn_mode`` as in
-    :func:`gradinv_lib.bn_stats.bn_mode`; the model's modes and running statistics are unchanged
+    :func:`gradinv_lib.bn_stats.bn_mode`: "train" (default) as a FedSGD client that trains, BN
+    normalising with the batch's own statistics (what BN_exact shares); "eval" with running ones; the model's modes and running statistics are unchanged
     afterwards. The recorded BN statistics are always those of this batch (BN_exact targets).
 
     Shape:

@@ -14,6 +14,17 @@ GRAD_METRICS = ("l2", "sq_l2", "cosine")
 BN_TARGETS = ("exact", "running", "none")
 GROUP_MODES = ("none", "lazy", "registered")
 SEED_MODES = ("vmap", "loop")
+ALPHAS = ("alpha_grad", "alpha_tv", "alpha_l2", "alpha_bn", "alpha_group")
+
+# Term weights per weighting scheme (objectives.py says what each term is under each scheme).
+# "paper": the paper's raw constants (sec. 4) on its raw terms: set for ResNet-50 at 224 px.
+# "balanced": scale-free terms (gradient distance relative to the client's per-layer norms, priors
+# as per-image, per-pixel RMS means), so a weight means the same for any network, resolution and
+# batch size; values chosen by measurement on the quick network at batches 1, 4 and 8 (README).
+WEIGHTINGS = {
+    "paper": {"alpha_grad": 1e-3, "alpha_tv": 1e-4, "alpha_l2": 1e-5, "alpha_bn": 0.1, "alpha_group": 0.01},
+    "balanced": {"alpha_grad": 1.0, "alpha_tv": 0.1, "alpha_l2": 0.0, "alpha_bn": 1.0, "alpha_group": 0.1},
+}
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,9 @@ class InversionConfig:
 
     Where the paper is ambiguous the value is configuration: ``alpha_l2`` (1e-5, one reading
     gives 1e-6), ``warmup`` (the text reads "50 iterations").
+
+    ``weighting`` picks the form of the terms and the default of every ``alpha_*`` left as None
+    (``WEIGHTINGS``): "balanced" (default; departure, see README) or "paper" (raw constants).
     """
 
     iterations: int = 20_000
@@ -29,12 +43,13 @@ class InversionConfig:
     warmup: int = 50
     seeds: int = 8                      # G, group consistency (sec. 3.4)
     grad_metric: str = "l2"             # eq. 3: per-layer, non-squared L2
-    alpha_grad: float = 1e-3            # alpha_G
-    alpha_tv: float = 1e-4
-    alpha_l2: float = 1e-5
-    alpha_bn: float = 0.1
+    weighting: str = "balanced"         # balanced (scale-free terms) | paper (raw constants)
+    alpha_grad: float | None = None     # alpha_G; None: the weighting's value (WEIGHTINGS)
+    alpha_tv: float | None = None
+    alpha_l2: float | None = None
+    alpha_bn: float | None = None
     bn_target: str = "exact"            # BN_exact (batch stats) | running (BN_approx) | none
-    alpha_group: float = 0.01
+    alpha_group: float | None = None
     group: str = "registered"           # none | lazy | registered
     registration: str = "translation"   # departure: RANSAC-flow replaced (see README)
     register_start: float = 0.25        # the paper starts registering at 5K of 20K iterations
@@ -49,11 +64,14 @@ class InversionConfig:
     checkpoint_every: int = 500
 
     def __post_init__(self):
-        choices = {"grad_metric": GRAD_METRICS, "bn_target": BN_TARGETS, "group": GROUP_MODES,
+        choices = {"weighting": tuple(WEIGHTINGS), "grad_metric": GRAD_METRICS, "bn_target": BN_TARGETS, "group": GROUP_MODES,
                    "seed_mode": SEED_MODES, "label_rule": ("min", "sum")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")
+        for name in ALPHAS:  # resolved here, so saved configurations hold explicit numbers
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, WEIGHTINGS[self.weighting][name])
         for name in ("iterations", "seeds", "register_every", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -65,6 +83,10 @@ class InversionConfig:
                              f"{self.register_start}")
 
     def replace(self, **changes) -> "InversionConfig":
+        """A copy with ``changes``; a new ``weighting`` also brings its own weights for every
+        ``alpha_*`` not among the changes."""
+        if changes.get("weighting", self.weighting) != self.weighting:
+            changes = {**{name: None for name in ALPHAS}, **changes}
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:

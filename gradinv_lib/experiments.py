@@ -15,6 +15,7 @@ from .inversion import InversionResult
 from .io import provenance, torch_save_atomic, write_json_atomic
 from .metrics import evaluate_reconstruction, lpips_metric, match_by_labels
 from .plotting import image_grid, save_figure
+from .prior_attacks import run_prior_attack
 from .registration import REGISTRATIONS
 
 
@@ -36,14 +37,25 @@ def label_summary(recovered: torch.Tensor, true: torch.Tensor | None) -> dict:
     return out
 
 
+def run_method(method: str, model, update: ClientUpdate, config, labels: torch.Tensor | None = None,
+               **options) -> InversionResult:
+    """Attack ``update`` with ``method``: "gradinversion" or a name starting with it (GradInversion,
+    its BN variant set by ``config.bn_target``), else a prior attack of ``prior_attacks`` (which
+    gets the true ``labels`` only if it needs them; ``options`` such as ``generator=`` go to it).
+    GradInversion never sees ``labels``; ``options`` go to its loop (progress, callback...)."""
+    if method.startswith("gradinversion"):
+        return gradinversion(model, update.without_labels(), config, **options)
+    return run_prior_attack(method, model, update, config, labels=labels, **options)
+
+
 def evaluate_attack(model, result: InversionResult, originals01: torch.Tensor,
                     true_labels: torch.Tensor | None, registration: str = "similarity",
-                    lpips=None) -> dict:
+                    lpips=None, score_seeds: bool = True) -> dict:
     """Metrics of the consensus, of each seed, and of the starting noise (the paper's first row).
 
     Reconstructions are paired with originals by recovered label (an assignment on MSE breaks
     ties and repairs wrong labels); PSNR after registration registers each image onto its own
-    original.
+    original. ``score_seeds=False`` leaves the seeds unscored (tables show only the consensus).
     """
     labels = true_labels if true_labels is not None else result.labels
     perm = match_by_labels(result.labels, labels, result.consensus, originals01)
@@ -51,7 +63,8 @@ def evaluate_attack(model, result: InversionResult, originals01: torch.Tensor,
     register = REGISTRATIONS[registration]
     score = lambda images: evaluate_reconstruction(images, paired, model=model,  # noqa: E731
                                                    registration=register, lpips=lpips)
-    seeds = [score(seed_images) for seed_images in result.images] if result.images.shape[0] > 1 else []
+    several = score_seeds and result.images.shape[0] > 1
+    seeds = [score(seed_images) for seed_images in result.images] if several else []
     return {
         "metrics": score(result.consensus),
         "noise_metrics": score(result.start),
@@ -59,20 +72,24 @@ def evaluate_attack(model, result: InversionResult, originals01: torch.Tensor,
         "labels": label_summary(result.labels, true_labels),
         "pairing": perm.tolist(),
         "registration_for_metrics": registration,
+        "forces": getattr(result, "forces", None),   # {"start"|"end": {term: |d term / d x|}}
     }
 
 
 def attack_batch(model, images01: torch.Tensor, labels: torch.Tensor,
-                 config: InversionConfig = InversionConfig(), bn_mode: str = "eval",
-                 update: ClientUpdate | None = None, lpips=None, **loop_options):
-    """Simulate the client on the batch (unless ``update`` is given) and attack its gradient.
+                 config: InversionConfig = InversionConfig(), bn_mode: str = "train",
+                 update: ClientUpdate | None = None, lpips=None, method: str = "gradinversion",
+                 score_seeds: bool = True, **loop_options):
+    """Simulate the client on the batch (unless ``update`` is given) and attack its gradient with
+    ``method`` (:func:`run_method`; ``config`` is that method's configuration).
 
-    Returns (InversionResult, evaluation dict). The attacker never sees the true labels.
+    Returns (InversionResult, evaluation dict). The attacker never sees the true labels (prior
+    attacks that need them, Table 4's "needs y*" column, get them).
     """
     if update is None:
         update = simulate_client(model, images01, labels, bn_mode=bn_mode)
-    result = gradinversion(model, update.without_labels(), config, **loop_options)
-    return result, evaluate_attack(model, result, images01, labels, lpips=lpips)
+    result = run_method(method, model, update, config, labels=labels.cpu(), **loop_options)
+    return result, evaluate_attack(model, result, images01, labels, lpips=lpips, score_seeds=score_seeds)
 
 
 def load_originals(path: str | Path, update: ClientUpdate, num_classes: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -46,6 +46,7 @@ class InversionResult:
     seconds: float
     resumed_from: int = 0
     extra: dict = field(default_factory=dict)
+    forces: dict = field(default_factory=dict)  # "start"/"end": term -> ||d(w term)/dx|| (Objective.forces)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -155,6 +156,29 @@ class InversionLoop:
         self.consensus = _Consensus(config, seed_group)
         self.names = [t.name for _, t in objective.items()]
         self.history = torch.zeros(config.iterations, len(self.names) + 1, device=self.device)
+        self.start_forces: dict[str, float] = {}
+
+    def _state(self, x: Tensor, t: int | None) -> AttackState:
+        """What the objective reads for images ``x``; ``t``: the iteration whose consensus to use
+        (None: the current one, unchanged)."""
+        objective, config = self.objective, self.config
+        state = AttackState(images=x)
+        if objective.needs_grads or objective.needs_bn:
+            state.grads, state.bn = per_seed_gradients(
+                self.model, x, self.labels, with_bn=objective.needs_bn, mode=config.seed_mode,
+                amp=config.amp)
+        if objective.needs_consensus:
+            current = self.consensus.current
+            if t is None and current is not None:
+                state.consensus = current
+            else:  # before the first iteration the consensus is the lazy mean (iteration 0's)
+                state.consensus = self.consensus.update(0 if t is None else t, x.detach())
+        return state
+
+    def forces(self) -> dict[str, float]:
+        """Each weighted term's force on the current images (``Objective.forces``)."""
+        x = self.x.detach().clone().requires_grad_(True)
+        return self.objective.forces(self._state(x, None))
 
     def step(self, t: int) -> float:
         """Iteration ``t`` (0-based): loss, Adam step, Langevin noise, clamp; returns the lr."""
@@ -162,14 +186,7 @@ class InversionLoop:
         lr = cosine_with_warmup(t, config.iterations, config.lr, config.warmup)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        state = AttackState(images=x)
-        if objective.needs_grads or objective.needs_bn:
-            state.grads, state.bn = per_seed_gradients(
-                self.model, x, self.labels, with_bn=objective.needs_bn, mode=config.seed_mode,
-                amp=config.amp)
-        if objective.needs_consensus:
-            state.consensus = self.consensus.update(t, x.detach())
-        total, parts = objective.parts(state)
+        total, parts = objective.parts(self._state(x, t))
         self.opt.zero_grad(set_to_none=True)
         total.backward(inputs=[x])
         self.opt.step()
@@ -189,7 +206,7 @@ class InversionLoop:
                 "rng": self.gen.get_state(), "consensus": self.consensus.current,
                 "history": self.history[:t], "start": self.start_images,
                 "config": self.config.to_dict(), "labels": self.labels.cpu(),
-                "shape": list(self.shape)}
+                "shape": list(self.shape), "forces_start": self.start_forces}
 
     def restore(self, state: dict) -> int:
         """Load a :meth:`snapshot`; returns the iteration to continue from."""
@@ -201,6 +218,7 @@ class InversionLoop:
         self.consensus.current = state["consensus"]
         self.history[: state["iteration"]] = state["history"][: state["iteration"]]
         self.start_images = state["start"]
+        self.start_forces = state.get("forces_start") or {}
         return int(state["iteration"])
 
 
@@ -225,6 +243,8 @@ def run_inversion(model, objective: Objective, labels: Tensor, image_shape, conf
         if state is not None:
             first = loop.restore(state)
 
+    if first == 0:
+        loop.start_forces = loop.forces()
     history, names = loop.history, loop.names
     every = callback_every or config.log_every
     started = time.perf_counter()
@@ -246,6 +266,7 @@ def run_inversion(model, objective: Objective, labels: Tensor, image_shape, conf
     bar.close()
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, loop.snapshot(config.iterations))
+    forces = {"start": loop.start_forces, "end": loop.forces()}
     final = loop.x.detach()
     to_pixels = _pixels(model)
     consensus = loop.consensus.final(final)
@@ -257,7 +278,7 @@ def run_inversion(model, objective: Objective, labels: Tensor, image_shape, conf
         start=to_pixels(loop.start_images), labels=loop.labels.cpu(),
         history={name: hist[:, i].tolist() for i, name in enumerate(["total", *names])},
         config=config, iterations=config.iterations, seconds=time.perf_counter() - started,
-        resumed_from=first)
+        resumed_from=first, forces=forces)
 
 
 def _pixels(model):

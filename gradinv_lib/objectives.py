@@ -87,18 +87,28 @@ class Objective(Term):
     def __call__(self, state: AttackState) -> Tensor:
         return self.parts(state)[0]
 
+    def forces(self, state: AttackState) -> dict[str, float]:
+        """Each weighted term's force on the images: ||d(w * term) / d images||_2 (0 for a term
+        that does not depend on them), to see whether one term drowns the others.
+
+        ``state.images`` must require grad and the state be built from them with a graph."""
+        out = {}
+        for weight, term in self._items:
+            value = weight * term(state)
+            grad = (torch.autograd.grad(value, state.images, retain_graph=True, allow_unused=True)[0]
+                    if value.requires_grad else None)
+            out[term.name] = 0.0 if grad is None else float(grad.norm())
+        return out
+
 
 def _per_layer_distance(grads: list[Tensor], targets: list[Tensor], squared: bool) -> Tensor:
-    """(G,) sum over layers of ||g_l - t_l||_2 (or its square) for every seed."""
-    dists = [(g - t).flatten(1).pow(2).sum(1) for g, t in zip(grads, targets)]
-    per_layer = torch.stack(dists)  # (L, G)
-    if not squared:
-        per_layer = per_layer.clamp_min(1e-30).sqrt()
-    return per_layer.sum(0)
+    """(L, G) ||g_l - t_l||_2 (or its square) of every layer for every seed."""
+    dists = torch.stack([(g - t).flatten(1).pow(2).sum(1) for g, t in zip(grads, targets)])
+    return dists if squared else dists.clamp_min(1e-30).sqrt()
 
 
 def _per_layer_distance_foreach(grads: list[Tensor], targets: list[Tensor], squared: bool) -> Tensor:
-    """(G,) the same sums as :func:`_per_layer_distance` (the reference), with one foreach
+    """(L, G) the same distances as :func:`_per_layer_distance` (the reference), with one foreach
     subtraction and norms (one foreach norm for one seed) instead of four ops per layer;
     the norm's backward also takes fewer passes over the gradients than ``pow(2).sum().sqrt()``."""
     seeds = grads[0].shape[0]
@@ -107,7 +117,7 @@ def _per_layer_distance_foreach(grads: list[Tensor], targets: list[Tensor], squa
         norms = torch.stack(torch._foreach_norm([d.view(d.shape[1:]) for d in diffs])).view(-1, 1)
     else:
         norms = torch.stack([torch.linalg.vector_norm(d.flatten(1), dim=1) for d in diffs])
-    return (norms.square() if squared else norms).sum(0)
+    return norms.square() if squared else norms
 
 
 DISTANCE_IMPLEMENTATIONS = {"foreach": _per_layer_distance_foreach, "reference": _per_layer_distance}
@@ -127,6 +137,9 @@ class GradientMatching(Term):
     ``metric``: ``"l2"`` sum over layers of the non-squared L2 norm (the paper's), ``"sq_l2"``
     its square (DLG), ``"cosine"`` one minus cosine similarity over all parameters (Inverting
     Gradients; optional per-layer ``layer_weights``). A "layer" is one parameter tensor.
+    ``relative=True`` (the "balanced" weighting; departure): each layer's L2 distance is divided
+    by the client's norm of that layer, ||g_l - t_l|| / ||t_l||, and averaged over layers, so the
+    term is 1 for a zero gradient whatever the network, resolution or batch size.
     ``implementation`` of the L2 metrics: ``"foreach"`` (fast, batched over layers) or
     ``"reference"`` (one op per layer); both give the same numbers within float rounding.
     """
@@ -135,7 +148,7 @@ class GradientMatching(Term):
     needs_grads = True
 
     def __init__(self, targets: list[Tensor], metric: str = "l2", layer_weights=None,
-                 implementation: str = "foreach"):
+                 implementation: str = "foreach", relative: bool = False):
         if metric not in ("l2", "sq_l2", "cosine"):
             raise ValueError(f"unknown gradient metric {metric!r}")
         if implementation not in DISTANCE_IMPLEMENTATIONS:
@@ -145,22 +158,47 @@ class GradientMatching(Term):
         self.targets = [t.detach() for t in targets]
         self.metric = metric
         self.layer_weights = list(layer_weights) if layer_weights is not None else [1.0] * len(targets)
+        self.layer_scale = None  # (L, 1) factors of the per-layer distances; None: a plain sum
+        if relative and metric != "cosine":
+            norms = torch.stack([t.norm() for t in self.targets]).clamp_min(1e-30)
+            power = 2 if metric == "sq_l2" else 1
+            self.layer_scale = (1.0 / (norms ** power * len(self.targets)))[:, None]
 
     def __call__(self, state: AttackState) -> Tensor:
         if self.metric == "cosine":
             return _cosine_distance(state.grads, self.targets, self.layer_weights).sum()
-        return self.distance(state.grads, self.targets, self.metric == "sq_l2").sum()
+        per_layer = self.distance(state.grads, self.targets, self.metric == "sq_l2")  # (L, G)
+        if self.layer_scale is not None:
+            per_layer = per_layer * self.layer_scale.to(per_layer)
+        return per_layer.sum()
 
 
-def _flat_seeds(images: Tensor) -> Tensor:
-    return images.flatten(2)  # (G, B, C*H*W)
+def _reduce_images(norms: Tensor, pixels: int, normalized: bool) -> Tensor:
+    """Per-image values (G, B) to the term: their sum, or (``normalized``) the mean over images of
+    value / sqrt(pixels) (an RMS for a norm of ``pixels`` elements), summed over seeds."""
+    return (norms / pixels ** 0.5).mean(dim=1).sum() if normalized else norms.sum()
 
 
-class TotalVariation(Term):
+def _image_norms(x: Tensor, normalized: bool) -> Tensor:
+    """Each image's L2 norm (``x``: (G, B, ...)) reduced by :func:`_reduce_images`."""
+    return _reduce_images(x.flatten(2).norm(dim=2), x[0, 0].numel(), normalized)
+
+
+class _PerImageTerm(Term):
+    """A prior computed per image: raw (``normalized=False``, the paper's constants) sums each
+    image's L2 norm; normalized (the "balanced" weighting) averages each image's RMS, so its weight
+    means the same at any batch size and resolution. Departure: the paper's norms are over the
+    whole batch; per image, a batch's prior no longer weighs more than one image's."""
+
+    def __init__(self, normalized: bool = False):
+        self.normalized = normalized
+
+
+class TotalVariation(_PerImageTerm):
     """R_TV (eq. 9): sum over the 4 neighbour directions of the L2 norm of pixel differences.
 
     Departure note: the paper writes TV(x) without its form; its constants (1e-4 TV, 1e-5 l2)
-    are DeepInversion's, whose TV is this L2-norm variant, so we use that form.
+    are DeepInversion's, whose TV is this L2-norm variant, so we use that form (per image).
     """
 
     name = "tv"
@@ -173,47 +211,51 @@ class TotalVariation(Term):
             x[..., 1:, :-1] - x[..., :-1, 1:],
             x[..., :-1, :-1] - x[..., 1:, 1:],
         )
-        return sum(d.flatten(1).norm(dim=1).sum() for d in diffs)
+        norms = sum(d.flatten(2).norm(dim=2) for d in diffs)  # (G, B)
+        return _reduce_images(norms, x[0, 0].numel(), self.normalized)
 
 
-class L2Prior(Term):
-    """R_l2 (eq. 9): the L2 norm of each seed's batch, summed over seeds."""
+class L2Prior(_PerImageTerm):
+    """R_l2 (eq. 9): the L2 norm of each image (per image, summed or RMS-averaged)."""
 
     name = "l2"
 
     def __call__(self, state: AttackState) -> Tensor:
-        return state.images.flatten(1).norm(dim=1).sum()
+        return _image_norms(state.images, self.normalized)
 
 
 class BNPrior(Term):
     """R_BN (eq. 9): sum over BN layers of ||mu_l(x) - mu_l||_2 + ||var_l(x) - var_l||_2.
 
     ``targets`` maps BN layer names to (mean, biased var) of shape (C,): the client batch's own
-    statistics for BN_exact, the running statistics for BN_approx.
+    statistics for BN_exact, the running statistics for BN_approx. ``normalized`` (the "balanced"
+    weighting): each layer's norms divided by sqrt(C) and averaged over layers.
     """
 
     name = "bn"
     needs_bn = True
 
-    def __init__(self, targets: dict[str, tuple[Tensor, Tensor]]):
+    def __init__(self, targets: dict[str, tuple[Tensor, Tensor]], normalized: bool = False):
         self.targets = {k: (m.detach(), v.detach()) for k, (m, v) in targets.items()}
+        self.normalized = normalized
 
     def __call__(self, state: AttackState) -> Tensor:
         total = 0.0
         for name, (mean_t, var_t) in self.targets.items():
             mean, var = state.bn[name]
-            total = total + (mean - mean_t).norm(dim=-1).sum() + (var - var_t).norm(dim=-1).sum()
-        return total
+            layer = (mean - mean_t).norm(dim=-1).sum() + (var - var_t).norm(dim=-1).sum()
+            total = total + (layer / mean_t.numel() ** 0.5 if self.normalized else layer)
+        return total / len(self.targets) if self.normalized and self.targets else total
 
 
-class GroupConsistency(Term):
-    """R_group (eq. 12): the L2 distance of every seed's batch to the (detached) consensus."""
+class GroupConsistency(_PerImageTerm):
+    """R_group (eq. 12): each seed's images' L2 distance to the (detached) consensus, per image."""
 
     name = "group"
     needs_consensus = True
 
     def __call__(self, state: AttackState) -> Tensor:
-        return (state.images - state.consensus).flatten(1).norm(dim=1).sum()
+        return _image_norms(state.images - state.consensus, self.normalized)
 
 
 class ClassificationLoss(Term):

@@ -46,8 +46,10 @@ def test_inversion_recovers_image_far_above_noise_start(batch):
 def test_full_objective_has_every_paper_term(batch):
     model = tiny_classifier()
     update = simulate_client(model, *batch)
-    names = [t.name for _, t in build_objective(model, update, small_config()).items()]
+    names = [t.name for _, t in build_objective(model, update, small_config(weighting="paper")).items()]
     assert names == ["grad", "tv", "l2", "bn", "group"]
+    balanced = [t.name for _, t in build_objective(model, update, small_config()).items()]
+    assert balanced == [n for n in names if n != "l2" or InversionConfig().alpha_l2 > 0]
     assert "group" not in [t.name for _, t in build_objective(model, update, small_config(seeds=1)).items()]
 
 

@@ -85,3 +85,49 @@ def test_bn_prior_gradcheck_float64_and_zero_at_the_target_batch(mode):
     assert loss(target_x).item() == pytest.approx(0, abs=1e-12)
     x = torch.rand(2, 2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(loss, (x,), eps=1e-6, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- balanced weighting
+def test_relative_gradient_matching_is_one_for_a_zero_gradient_and_scale_free():
+    targets = [torch.randn(4, 3), 100.0 * torch.randn(7)]  # layers of very different scales
+    zero = AttackState(images=torch.zeros(1, 1, 3, 2, 2), grads=[torch.zeros(1, *t.shape) for t in targets])
+    assert GradientMatching(targets, "l2", relative=True)(zero).item() == pytest.approx(1.0)
+    assert GradientMatching(targets, "sq_l2", relative=True)(zero).item() == pytest.approx(1.0)
+    half = AttackState(images=zero.images, grads=[0.5 * t[None] for t in targets])
+    assert GradientMatching(targets, "l2", relative=True)(half).item() == pytest.approx(0.5)
+    scaled = [1e-6 * t for t in targets]  # the same problem on a network with tiny gradients
+    tiny_half = AttackState(images=zero.images, grads=[0.5 * t[None] for t in scaled])
+    assert GradientMatching(scaled, "l2", relative=True)(tiny_half).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("term", [TotalVariation, L2Prior, GroupConsistency])
+def test_priors_are_per_image_and_normalized_ones_do_not_grow_with_batch_or_resolution(term):
+    torch.manual_seed(0)
+    one = torch.randn(1, 1, 3, 8, 8)
+    state = lambda x: AttackState(images=x, consensus=torch.zeros(x.shape[1:]))  # noqa: E731
+    four = one.expand(1, 4, 3, 8, 8).contiguous()
+    assert term()(state(four)).item() == pytest.approx(4 * term()(state(one)).item(), rel=1e-5)
+    assert term(normalized=True)(state(four)).item() == pytest.approx(
+        term(normalized=True)(state(one)).item(), rel=1e-5)
+    big = torch.randn(1, 1, 3, 64, 64)  # the same pixel statistics, 64x the pixels
+    ratio = term(normalized=True)(state(big)).item() / term(normalized=True)(state(one)).item()
+    assert 0.7 < ratio < 1.3, ratio
+
+
+def test_normalized_bn_prior_averages_layers_scaled_by_channels():
+    targets = {"a": (torch.zeros(4), torch.ones(4)), "b": (torch.zeros(16), torch.ones(16))}
+    bn = {"a": (torch.ones(1, 4), torch.ones(1, 4)), "b": (torch.ones(1, 16), torch.ones(1, 16))}
+    state = AttackState(images=torch.zeros(1, 1, 3, 2, 2), bn=bn)
+    assert BNPrior(targets)(state).item() == pytest.approx(2 + 4)   # ||1_4|| + ||1_16||
+    assert BNPrior(targets, normalized=True)(state).item() == pytest.approx(1.0)  # each RMS 1
+
+
+def test_forces_are_each_weighted_terms_image_gradient_norm():
+    x = torch.rand(1, 2, 3, 6, 6, requires_grad=True)
+    objective = 2.0 * L2Prior() + 0.5 * TotalVariation() + 1.0 * GroupConsistency()
+    state = AttackState(images=x, consensus=x.detach()[0].clone())
+    forces = objective.forces(state)
+    expected = torch.autograd.grad(2.0 * L2Prior()(AttackState(images=x)), x)[0].norm().item()
+    assert forces["l2"] == pytest.approx(expected, rel=1e-5)
+    assert forces["tv"] > 0
+    assert forces["group"] == pytest.approx(0.0, abs=1e-6)  # at the consensus: no pull

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gradinv_lib.errors import InputError, MissingAssetError
-from gradinv_lib.models import efficientnet_lite, resnet, weights
+from gradinv_lib.models import efficientnet_lite, lenet, resnet, weights
 from gradinv_lib.models.base import ImageClassifier
 
 
@@ -72,6 +72,12 @@ def _cifar_default() -> WeightsInfo:
     return WeightsInfo(True, None, "random init (no CIFAR-10 weights ship offline)", random=True)
 
 
+def _lenet_spec(width: int) -> ModelSpec:
+    return ModelSpec(
+        lambda num_classes: lenet.lenet_bn(num_classes, width=width), "fc", resnet.CIFAR10_MEAN,
+        resnet.CIFAR10_STD, 32, 10, _cifar_default, resnet.load_plain)
+
+
 MODEL_REGISTRY: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
         efficientnet_lite.efficientnet_lite0, "_fc", efficientnet_lite.LITE_MEAN,
@@ -89,6 +95,9 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
     "resnet18_cifar": ModelSpec(
         resnet.cifar_resnet18, "fc", resnet.CIFAR10_MEAN, resnet.CIFAR10_STD, 32, 10,
         _cifar_default, resnet.load_plain),
+    # The quick profile's network (models/lenet.py); the suffix is the width (default 32).
+    "lenet_bn": _lenet_spec(32),
+    **{f"lenet_bn{w}": _lenet_spec(w) for w in lenet.LENET_WIDTHS if w != 32},
 }
 
 MODEL_NAMES = tuple(MODEL_REGISTRY)

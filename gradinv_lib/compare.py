@@ -10,14 +10,12 @@ from typing import Iterable
 
 import torch
 
-from .attack import gradinversion
 from .client import simulate_client
 from .errors import InputError, MissingAssetError
-from .experiments import evaluate_attack
+from .experiments import evaluate_attack, run_method
 from .paper_results import TABLE4_COMPARISON, TABLE4_ROW_NAMES
 from .prior_attacks import (PRIOR_ATTACKS, DeepInversionConfig, DLGConfig, GANProjectionConfig,
-                            InvertingGradientsConfig, biggan_unavailable_reason, load_biggan,
-                            run_prior_attack)
+                            InvertingGradientsConfig, biggan_unavailable_reason, load_biggan)
 
 GRADINVERSION_ROWS = {"gradinversion_bn_exact": "exact", "gradinversion_bn_approx": "running"}
 TABLE4_ATTACKS = ("gan_projection", "deepinversion", "inverting_gradients", "dlg",
@@ -73,7 +71,7 @@ def _row(name: str, status: str, evaluation: dict | None = None, result=None, se
 
 def compare_attacks(model, images01: torch.Tensor, labels: torch.Tensor,
                     attacks: Iterable[str] = TABLE4_ATTACKS, configs: dict | None = None,
-                    base_config=None, bn_mode: str = "eval", lpips=None, lpips_reason: str | None = None,
+                    base_config=None, bn_mode: str = "train", lpips=None, lpips_reason: str | None = None,
                     registration: str = "similarity", generator=None, latent_dim: int | None = None,
                     biggan: str | None = None, progress: bool = False) -> dict:
     """Run ``attacks`` on ONE simulated client update of (images01, labels) and score each.
@@ -97,15 +95,13 @@ def compare_attacks(model, images01: torch.Tensor, labels: torch.Tensor,
     for name in attacks:
         extra = {}
         if name == "gan_projection":
-            extra, reason = _gan_generator(generator, latent_dim, biggan, images01.shape[-1], device)
+            extra, reason = gan_generator(generator, latent_dim, biggan, images01.shape[-1], device)
             if reason:
                 rows.append(_row(name, reason))
                 continue
         started = time.perf_counter()
-        if name in GRADINVERSION_ROWS:
-            result = gradinversion(model, update.without_labels(), configs[name], progress=progress)
-        else:
-            result = run_prior_attack(name, model, update, configs[name], labels=labels.cpu(), **extra)
+        options = {"progress": progress} if name in GRADINVERSION_ROWS else extra
+        result = run_method(name, model, update, configs[name], labels=labels.cpu(), **options)
         seconds = time.perf_counter() - started
         evaluation = evaluate_attack(model, result, images01.cpu(), labels.cpu(), registration, lpips)
         if noise is None and name != "gan_projection":  # every other row starts from this noise
@@ -115,10 +111,11 @@ def compare_attacks(model, images01: torch.Tensor, labels: torch.Tensor,
         noise.update(label_accuracy=None, iterations=0, wall_time_s=0.0)
         rows.insert(0, noise)
     return {"rows": rows, "batch_size": int(images01.shape[0]), "registration_for_metrics": registration,
+            "bn_mode": bn_mode,
             "configs": {k: configs[k].to_dict() for k in attacks}}
 
 
-def _gan_generator(generator, latent_dim, biggan, resolution, device):
+def gan_generator(generator, latent_dim, biggan, resolution, device):
     """({generator, latent_dim}, None) or ({}, why the GAN row cannot run)."""
     if generator is not None:
         if latent_dim is None:
@@ -171,7 +168,8 @@ def add_cli_arguments(p, model_data_args) -> None:
     p.add_argument("--restarts", type=int, default=1, help="Inverting Gradients restarts (best kept)")
     p.add_argument("--biggan", help="folder with BigGAN-deep config.json + pytorch_model.bin "
                                     "(or $GRADINV_BIGGAN)")
-    p.add_argument("--bn-mode", default="eval", choices=["eval", "train"])
+    p.add_argument("--bn-mode", choices=["eval", "train"],
+                   help="BN in the client's forward (default: the profile's; quick: train)")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a text table")
     p.add_argument("--out", default="runs/compare", help="folder for table4.json and table4.csv")
     p.add_argument("--no-progress", action="store_true")
@@ -210,7 +208,8 @@ def run_cli(args) -> dict:
     batch = sample_batch(dataset, args.batch_size, seed=args.seed)
     lpips, lpips_reason = available_lpips(args.device)
     started = time.perf_counter()
-    record = compare_attacks(model, batch.images, batch.labels, attacks, configs, base, args.bn_mode,
+    bn_mode = args.bn_mode or getattr(profile, "client_bn_mode", "train")
+    record = compare_attacks(model, batch.images, batch.labels, attacks, configs, base, bn_mode,
                              lpips, lpips_reason, biggan=args.biggan, progress=not args.no_progress)
     record.update(profile=profile.name, model=model.name, weights=model.weights_source,
                   data={"source": batch.source, "ids": batch.ids, "labels": batch.labels.tolist()},

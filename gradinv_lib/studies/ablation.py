@@ -1,105 +1,114 @@
-"""Table 2 (ablation: noise start, L_grad alone, + fidelity priors, + lazy / registered group
-consistency) and Table 3 (network strength) on one batch, every row from the same batch and seed."""
+"""Table 2 (ablation: L_grad alone, + fidelity priors, + lazy / registered group consistency) and
+Table 3 (network strength), each row over the same several batches beside the two content-free
+reference rows (noise start, mean colour), with whether each step moves the paper's way beyond
+the spread over batches.
+
+Quick-profile budget (this 2-core CPU, one thread per worker, 2 workers; batch 8, the profile's
+1000 iterations; measured: one seed ~38 s, 4 seeds (vmap) ~90 s, scoring ~3 s a run):
+  Table 2: 5 batches x (38 + 38 + 90 + 90 + 4 x 3) s  ~ 1340 CPU-s
+  Table 3: widths 16 and 64 (~20 s and ~80 s a run; width 32 is Table 2's + R_fidelity row,
+           reused) x 5 batches                         ~  500 CPU-s
+  together ~ 1840 CPU-s, ~ 15 min wall on 2 workers; Table 4 and Fig. 5 (03_comparison.py) take
+  the rest of the two notebooks' ~2400 CPU-s.
+"""
 
 from __future__ import annotations
 
 import time
 
 from .. import paper_results
-from ..data import sample_batch
-from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors, save_study_figure
-from .runs import run_attack, scaled_iterations, study_config
+from .aggregate import mark_directions
+from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
+from .runs import objective_configs
+from .tables import RowSpec, claims_markdown, run_table, summarise
 
-QUICK_ITERATION_FRACTION = 0.15  # of the profile's iterations, per row (quick: 30-minute budget)
-QUICK_SEEDS = 2                  # G for the group rows in the quick profile (paper: 8)
-QUICK_STRENGTH_FRACTION = 0.1    # Table 3 runs four networks (ResNet-50 is the slowest)
-QUICK_STRENGTH_RESOLUTION = 64   # one resolution for every Table 3 network (Lite0 is ImageNet-sized)
-
-
-def ablation_configs(ctx: StudyContext, iterations: int, seeds: int) -> dict:
-    """Row name -> InversionConfig: each row adds one term of eqs. 3, 9, 12 to the one before."""
-    base = study_config(ctx, iterations)
-    fidelity = base.replace(seeds=1, group="none", bn_target="exact")
-    return {
-        "grad": fidelity.replace(alpha_tv=0.0, alpha_l2=0.0, bn_target="none"),
-        "fidelity": fidelity,
-        "group_lazy": fidelity.replace(seeds=seeds, group="lazy"),
-        "group_registered": fidelity.replace(seeds=seeds, group="registered"),
-    }
+BATCHES = 5                      # batches per row (issue 11: at least 5)
+BATCH_SIZE = 8                   # the paper's Tables 2-4
+QUICK_STRENGTH_MODELS = (("lenet_bn16", "random"), ("lenet_bn", "random"), ("lenet_bn64", "random"))
+PAPER_STRENGTH_MODELS = (("resnet18", "default"), ("resnet50", "default"), ("resnet50_moco", "default"))
+PAPER_COLUMNS = ("feature_dist", "fft2d", "psnr", "lpips")
 
 
-def _paper_row(table: dict, key: str) -> dict:
-    return {f"paper_{k}": v for k, v in table.get(key, {}).items() if k in ("feature_dist", "fft2d", "psnr", "lpips")}
+def _paper_values(table: dict, key: str | None) -> dict:
+    """The paper's values of one row as ``paper_<metric>``; its PSNR is after registration."""
+    values = table.get(key or "", {})
+    return {f"paper_{k}": values[k] for k in PAPER_COLUMNS if k in values}
+
+
+def ablation_configs(ctx: StudyContext, iterations: int | None = None, seeds: int | None = None) -> dict:
+    """Row name -> InversionConfig (``runs.objective_configs``)."""
+    return objective_configs(ctx, seeds, iterations)
 
 
 def ablation_table(ctx: StudyContext, batch_size: int | None = None, iterations: int | None = None,
-                   seeds: int | None = None, rows=None) -> dict:
-    """Table 2: metrics of each objective on one batch of distinct labels (BN_exact)."""
+                   seeds: int | None = None, rows=None, batches: int | None = None,
+                   executor: str | None = None, **executor_options) -> dict:
+    """Table 2 (BN_exact): each objective on ``batches`` batches of ``batch_size`` distinct labels,
+    mean and spread per metric; each row states whether it beats the row before (the first: the
+    noise start) beyond the spread, on each metric."""
     started = time.perf_counter()
-    paper = ctx.profile.name == "paper"
-    batch_size = int(pick(batch_size, 8 if paper else 4))
-    iterations = int(pick(iterations, scaled_iterations(ctx, QUICK_ITERATION_FRACTION)))
-    seeds = int(pick(seeds, ctx.profile.config.seeds if paper else QUICK_SEEDS))
+    batch_size, batches = int(pick(batch_size, BATCH_SIZE)), int(pick(batches, BATCHES))
     configs = ablation_configs(ctx, iterations, seeds)
     names = list(pick(rows, configs))
-    batch = sample_batch(ctx.dataset(), batch_size, seed=ctx.seed)
-    table, images = [], {}
-    for name in names:
-        run = run_attack(ctx, batch, configs[name], objective=name)
-        if not table:  # the paper's first row: the starting noise, scored like the rest
-            table.append({"objective": "noise", **{k[6:]: v for k, v in run.row.items() if k.startswith("noise_")},
-                          **_paper_row(paper_results.TABLE2_ABLATION, "noise")})
-            images["original"], images["noise"] = run.originals, run.start
-        table.append({"objective": name, **{k: v for k, v in run.row.items() if not k.startswith("noise_")},
-                      **_paper_row(paper_results.TABLE2_ABLATION, name)})
-        images[name] = run.reconstruction
+    specs = [RowSpec(n, configs[n], info=(("objective", n),)) for n in names]
+    batch_rows, images = run_table(ctx, specs, batch_size, batches, executor=executor, **executor_options)
+    summary = summarise(batch_rows)
+    mark_directions(summary, batch_rows, list(zip(names, ["noise start", *names[:-1]])))
+    for row in summary:
+        key = "noise" if row["row"] == "noise start" else row["row"]
+        row.update(title=paper_results.TABLE2_ROW_NAMES.get(key, row["row"]),
+                   **_paper_values(paper_results.TABLE2_ABLATION, key))
     save_tensors(ctx, "table2_images", images)
-    settings = {"batch_size": batch_size, "iterations": iterations, "seeds_group_rows": seeds,
-                "batch_ids": batch.ids, "pseudo_labels": batch.pseudo.tolist(),
+    first = configs[names[0]]
+    settings = {"batch_size": batch_size, "batches": batches, "iterations": first.iterations,
+                "seeds_group_rows": configs["group_registered"].seeds, "bn_mode": batch_rows[-1].get("bn_mode"),
+                "batch_ids": {r["batch_seed"]: r["batch_ids"] for r in batch_rows},
                 "configs": {n: configs[n].to_dict() for n in names}}
-    return save_results(ctx, "table2_ablation", table, settings, started)
-
-
-STRENGTH_MODELS = (  # (model, weights): the only pretrained net offline is EfficientNet-Lite0
-    ("efficientnet_lite0", "default"),
-    ("efficientnet_lite0", "random"),
-    ("resnet18", "random"),
-    ("resnet50", "random"),
-)
+    return save_results(ctx, "table2_ablation", summary, settings, started, extra={"batch_rows": batch_rows})
 
 
 def strength_table(ctx: StudyContext, models=None, batch_size: int | None = None,
                    iterations: int | None = None, objective: str | None = None,
-                   resolution: int | None = None) -> dict:
-    """Table 3: the same attack on the same batch against networks of different strength.
+                   resolution: int | None = None, batches: int | None = None,
+                   executor: str | None = None, **executor_options) -> dict:
+    """Table 3: the same attack on the same batches against networks listed from the weakest to
+    the strongest; each row states whether it leaks more than the one before, beyond the spread.
 
-    Offline, pretrained-vs-random is the only strength contrast (Lite0 with and without its
-    ImageNet weights); random ResNet-18/50 compare depth at no training, not the paper's
-    standard-trained nets.
+    Quick: the quick network at widths 16, 32, 64 with + R_fidelity ("more capacity leaks more":
+    no better-TRAINED small network exists offline). Paper: ResNet-18, ResNet-50, ResNet-50 MoCo
+    v2 with the user's weights, the full method. ``models``: (name, weights) pairs, e.g.
+    (("efficientnet_lite0", "random"), ("efficientnet_lite0", "default")) with ``resolution``.
     """
     started = time.perf_counter()
     paper = ctx.profile.name == "paper"
-    batch_size = int(pick(batch_size, 8 if paper else 4))
-    iterations = int(pick(iterations, scaled_iterations(ctx, QUICK_STRENGTH_FRACTION)))
+    batch_size, batches = int(pick(batch_size, BATCH_SIZE)), int(pick(batches, BATCHES))
     objective = pick(objective, "group_registered" if paper else "fidelity")
-    seeds = ctx.profile.config.seeds if paper else QUICK_SEEDS
-    config = ablation_configs(ctx, iterations, seeds)[objective]
-    resolution = int(pick(resolution, ctx.resolution if paper else QUICK_STRENGTH_RESOLUTION))
-    batch = sample_batch(ctx.dataset(resolution), batch_size, seed=ctx.seed)
-    rows, images = [], {"original": None}
-    for name, weights in pick(models, STRENGTH_MODELS):
-        model = ctx.model(name, weights)
-        run = run_attack(ctx, batch, config, model=model, network=f"{name} ({weights})",
-                         pretrained=weights != "random")
-        paper_key = name if weights != "random" else None
-        rows.append({**{k: v for k, v in run.row.items() if not k.startswith("noise_")},
-                     **_paper_row(paper_results.TABLE3_NETWORK_STRENGTH, paper_key or "")})
-        images["original"] = run.originals if images["original"] is None else images["original"]
-        images[f"{name} ({weights})"] = run.reconstruction
+    config = ablation_configs(ctx, iterations)[objective]
+    pairs = [tuple(m) for m in pick(models, PAPER_STRENGTH_MODELS if paper else QUICK_STRENGTH_MODELS)]
+    specs = []
+    for name, weights in pairs:
+        net = ctx.model(name, weights)
+        specs.append(RowSpec(f"{name} ({weights})", config, model=name, weights=weights,
+                             info=(("network", name), ("pretrained", weights != "random"),
+                                   ("parameters", sum(p.numel() for p in net.parameters())))))
+    batch_rows, images = run_table(ctx, specs, batch_size, batches, resolution, reuse=("table2_ablation",),
+                                   executor=executor, **executor_options)
+    summary = summarise(batch_rows)
+    mark_directions(summary, batch_rows, [(b.name, a.name) for a, b in zip(specs, specs[1:])])
+    for row in summary:
+        row.update(_paper_values(paper_results.TABLE3_NETWORK_STRENGTH,
+                                 row.get("network") if row.get("pretrained") else None))
     save_tensors(ctx, "table3_images", images)
-    settings = {"batch_size": batch_size, "iterations": iterations, "objective": objective,
-                "config": config.to_dict(), "batch_ids": batch.ids, "resolution": resolution}
-    return save_results(ctx, "table3_strength", rows, settings, started)
+    settings = {"batch_size": batch_size, "batches": batches, "iterations": config.iterations,
+                "objective": objective, "config": config.to_dict(), "models": pairs,
+                "resolution": int(resolution or ctx.resolution), "bn_mode": batch_rows[-1].get("bn_mode")}
+    return save_results(ctx, "table3_strength", summary, settings, started, extra={"batch_rows": batch_rows})
+
+
+def claims(out) -> str:
+    """Markdown statements measured from the cached Tables 2 and 3: settings, and for each row
+    whether it moves the paper's way beyond the spread over batches."""
+    return claims_markdown(out, (("table2_ablation", "Table 2"), ("table3_strength", "Table 3")))
 
 
 # ----------------------------------------------------------------------------- plots (cache only)
@@ -112,17 +121,28 @@ def plot_image_rows(out, name: str, title: str, pdf: bool = True):
     return save_study_figure(fig, out, name, pdf)
 
 
-def plot_ablation_bars(out, pdf: bool = True):
-    """Table 2 as bars: our PSNR and FFT-2D per objective beside the paper's."""
+def plot_metric_bars(out, name: str, metrics=(("psnr", "PSNR (dB) ↑"), ("ssim", "SSIM ↑"), ("fft2d", "FFT-2D ↓")),
+                     pdf: bool = True):
+    """A cached table as bars: our mean ± std per row, the paper's value beside where it has one."""
     import matplotlib.pyplot as plt
 
-    rows = load_results(out, "table2_ablation")["rows"]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    x = range(len(rows))
-    for ax, metric, label in ((axes[0], "psnr_registered", "PSNR after registration (dB) ↑"), (axes[1], "fft2d", "FFT-2D ↓")):
-        ax.bar([i - 0.2 for i in x], [r.get(metric) or 0 for r in rows], 0.4, label="ours")
-        ax.bar([i + 0.2 for i in x], [r.get(f"paper_{metric.split('_')[0]}") or 0 for r in rows], 0.4, label="paper", alpha=0.6)
-        ax.set_xticks(list(x), [r["objective"] for r in rows], rotation=30, fontsize=7)
+    rows = [r for r in load_results(out, name)["rows"] if r.get("status", "ok") == "ok"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2))
+    x = list(range(len(rows)))
+    for ax, (metric, label) in zip(axes, metrics):
+        ax.bar([i - 0.2 for i in x], [r.get(metric) or 0 for r in rows], 0.4,
+               yerr=[r.get(f"{metric}_std") or 0 for r in rows], capsize=2, label="ours")
+        ax.bar([i + 0.2 for i in x], [r.get(f"paper_{metric}") or 0 for r in rows], 0.4, label="paper", alpha=0.6)
+        ax.set_xticks(x, [r["row"] for r in rows], rotation=35, ha="right", fontsize=7)
         ax.set_title(label, fontsize=9), ax.legend(fontsize=7)
     fig.tight_layout()
-    return save_study_figure(fig, out, "table2_ablation", pdf)
+    return save_study_figure(fig, out, name, pdf)
+
+
+def plot_ablation_bars(out, pdf: bool = True):
+    """Table 2 as bars (:func:`plot_metric_bars`)."""
+    return plot_metric_bars(out, "table2_ablation", pdf=pdf)
+
+
+__all__ = ["ablation_configs", "ablation_table", "claims", "plot_ablation_bars", "plot_image_rows",
+           "plot_metric_bars", "strength_table"]

@@ -148,11 +148,20 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _cell(row: dict, key: str, digits: int) -> str:
+    """A value, as "mean ± spread" when the row carries ``<key>_std`` (a summary over batches)."""
+    value, spread = row.get(key), row.get(f"{key}_std")
+    if isinstance(value, float) and isinstance(spread, float):
+        return f"{value:.{digits}f} ± {spread:.{digits}f}"
+    return _fmt(value, digits)
+
+
 def markdown_table(rows: list[dict], columns: dict[str, str], digits: int = 3) -> str:
-    """A Markdown table of ``rows``; ``columns`` maps row key -> header."""
+    """A Markdown table of ``rows``; ``columns`` maps row key -> header. A value whose row also
+    holds ``<key>_std`` is shown as "mean ± std"."""
     head = "| " + " | ".join(columns.values()) + " |"
     rule = "|" + "---|" * len(columns)
-    body = ["| " + " | ".join(_fmt(r.get(k), digits) for k in columns) + " |" for r in rows]
+    body = ["| " + " | ".join(_cell(r, k, digits) for k in columns) + " |" for r in rows]
     return "\n".join([head, rule, *body])
 
 

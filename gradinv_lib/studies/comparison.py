@@ -1,5 +1,15 @@
-"""Table 4 (GradInversion beside prior attacks on one batch, ``compare.compare_attacks``) and
-Fig. 5 (batch 1, a hard sample: DLG and Inverting Gradients beside GradInversion)."""
+"""Table 4 (GradInversion beside prior attacks, each at its own paper's settings, on the same
+client updates of the same batches with the same iteration budget) and Fig. 5 (batch 1, a hard
+sample: DLG and Inverting Gradients beside GradInversion).
+
+Quick-profile budget (2 workers of one thread; batch 8, the profile's 1000 iterations; one seed
+~38 s, 4 seeds ~90 s, scoring ~3 s a run), after Tables 2-3 (~1840 CPU-s, 02_ablation):
+  Table 4: GradInversion BN_exact is Table 2's "+ R_group registered" runs (same batches, same
+           config: reused, 0 s); 5 batches x (BN_approx 90 + Inverting Gradients 38 + DLG 40 +
+           DeepInversion 12 + 4 x 3) s                                   ~  960 CPU-s
+  Fig. 5:  batch 1, three attacks (4 + 1 + 1 seeds)                     ~   40 CPU-s
+  so the two notebooks take ~2840 CPU-s, ~24 min wall on 2 workers.
+"""
 
 from __future__ import annotations
 
@@ -8,105 +18,139 @@ import time
 import torch
 
 from .. import paper_results
-from ..attack import gradinversion
-from ..client import simulate_client
-from ..compare import TABLE4_ATTACKS, compare_attacks, default_configs
-from ..data import sample_batch
-from ..experiments import evaluate_attack
-from ..prior_attacks import run_prior_attack
-from .common import StudyContext, load_results, load_tensors, pick, save_results, save_tensors, save_study_figure
+from ..compare import TABLE4_ATTACKS, default_configs
+from ..errors import MissingAssetError
+from ..prior_attacks import biggan_unavailable_reason
+from ..sweeps import Job, run_jobs
+from .aggregate import mark_directions
+from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
 from .identifiability import per_image_gradient_norms
-from .runs import lpips_for, study_config
+from .runs import attack_job, objective_configs
+from .tables import RowSpec, claims_markdown, reference_rows, run_table, start_of, summarise
 
-QUICK_ITERATION_FRACTION = 0.4   # of the profile's per-attack compare budget (30-minute bound)
-
-
-def attack_iterations(ctx: StudyContext) -> int:
-    """Per-attack iterations: the profile's ``compare_iterations`` (else its inversion budget),
-    scaled down in the quick profile."""
-    total = getattr(ctx.profile, "compare_iterations", None) or ctx.profile.config.iterations
-    return total if ctx.profile.name == "paper" else max(1, int(round(total * QUICK_ITERATION_FRACTION)))
+BATCHES = 5
+BATCH_SIZE = 8
 FIG5_ATTACKS = ("dlg", "inverting_gradients", "gradinversion_bn_exact")
+FULL_METHOD = "gradinversion_bn_exact"
 
 
-def _configs(ctx: StudyContext, iterations: int):
-    base = study_config(ctx, iterations)
-    return base, default_configs(base)
+def attack_configs(ctx: StudyContext, iterations: int | None = None, seeds: int | None = None,
+                   restarts: int = 1) -> dict:
+    """Each Table 4 attack's configuration at its own paper's settings, all with the profile's
+    iterations (``compare.default_configs``). GradInversion BN_exact is the full method, the
+    config of Table 2's last row (so its runs are reused); BN_approx the same on running stats."""
+    full = objective_configs(ctx, seeds, iterations)["group_registered"]
+    return {**default_configs(full, restarts=restarts), FULL_METHOD: full,
+            "gradinversion_bn_approx": full.replace(bn_target="running")}
+
+
+def _title(name: str) -> str:
+    return paper_results.TABLE4_ROW_NAMES.get("noise" if name == "noise start" else name, name)
 
 
 def table4(ctx: StudyContext, batch_size: int | None = None, iterations: int | None = None,
-           attacks=None) -> dict:
-    """Every attack of Table 4 on one client update of a batch of distinct labels."""
+           attacks=None, batches: int | None = None, seeds: int | None = None, restarts: int = 1,
+           executor: str | None = None, **executor_options) -> dict:
+    """Every attack of Table 4 on the client updates of ``batches`` batches, mean ± std per
+    metric; each row states whether GradInversion BN_exact beats it beyond the spread. The GAN
+    row is reported unavailable (with the reason) when BigGAN-deep is absent, never faked."""
     started = time.perf_counter()
-    batch_size = int(pick(batch_size, 8 if ctx.profile.name == "paper" else 4))
-    iterations = int(pick(iterations, attack_iterations(ctx)))
-    base, configs = _configs(ctx, iterations)
-    batch = sample_batch(ctx.dataset(), batch_size, seed=ctx.seed)
-    lpips, reason = lpips_for(ctx.device)
-    record = compare_attacks(ctx.model(), batch.images, batch.labels, list(pick(attacks, TABLE4_ATTACKS)),
-                             configs, base, lpips=lpips, lpips_reason=reason)
-    rows = [{k: v for k, v in r.items() if k != "extra"} for r in record["rows"]]
-    return save_results(ctx, "table4_comparison", rows,
-                        {"batch_size": batch_size, "iterations": iterations, "batch_ids": batch.ids,
-                         "configs": record["configs"], "lpips_unavailable": reason}, started)
+    batch_size, batches = int(pick(batch_size, BATCH_SIZE)), int(pick(batches, BATCHES))
+    configs = attack_configs(ctx, iterations, seeds, restarts)
+    names = list(pick(attacks, TABLE4_ATTACKS))
+    gan_reason = biggan_unavailable_reason() if "gan_projection" in names else None
+    run = [n for n in names if not (n == "gan_projection" and gan_reason)]
+    run.sort(key=lambda n: n != FULL_METHOD)   # the full method first: its noise start is the rows'
+    specs = [RowSpec(n, configs[n], method=n) for n in run]
+    batch_rows, images = run_table(ctx, specs, batch_size, batches,
+                                   reuse=("table2_ablation", "../02_ablation/table2_ablation"),
+                                   executor=executor, **executor_options)
+    summary = summarise(batch_rows)
+    if gan_reason:
+        summary.insert(2, {"row": "gan_projection", "status": gan_reason})
+    mark_directions(summary, batch_rows, [(FULL_METHOD, r["row"]) for r in summary
+                                         if r["row"] != FULL_METHOD and "status" not in r], on="worse")
+    for row in summary:
+        paper = paper_results.TABLE4_COMPARISON.get("noise" if row["row"] == "noise start" else row["row"], {})
+        row.setdefault("status", "ok")
+        row.update(title=_title(row["row"]), needs_true_labels=paper.get("needs_labels"),
+                   needs_gan=paper.get("needs_gan"),
+                   **{f"paper_{k}": paper[k] for k in ("fft2d", "psnr", "lpips") if k in paper})
+    save_tensors(ctx, "table4_images", images)
+    settings = {"batch_size": batch_size, "batches": batches, "iterations": configs[FULL_METHOD].iterations,
+                "bn_mode": batch_rows[-1].get("bn_mode"), "configs": {n: configs[n].to_dict() for n in run},
+                "gan_unavailable": gan_reason}
+    return save_results(ctx, "table4_comparison", summary, settings, started, extra={"batch_rows": batch_rows})
 
 
-def hardest_sample(ctx: StudyContext) -> int:
-    """Our stand-in for Fig. 5's "hard sample": among ground-truth-labelled images, the one whose
-    own gradient is smallest (the least signal for any gradient attack)."""
+# ----------------------------------------------------------------------------- Fig. 5
+def hard_sample(ctx: StudyContext) -> dict:
+    """Fig. 5's hard sample by the paper's notion of a vulnerable image, never a near-flat one:
+    among the pool images whose pixel std is at least the pool's median, the one with the
+    largest gradient norm on the attacked network (its own cross-entropy gradient, eval-mode BN).
+    Returns its index and id, its pixel std, the pool's median std and its gradient norm."""
     data = ctx.dataset()
-    truth = torch.nonzero(~data.pseudo).flatten()
-    norms = per_image_gradient_norms(ctx.model(), data.images[truth], data.labels[truth])
-    return int(truth[norms.argmin()])
+    std = data.images.flatten(1).std(dim=1)
+    textured = torch.nonzero(std >= std.median()).flatten()
+    norms = per_image_gradient_norms(ctx.model(), data.images[textured], data.labels[textured])
+    index = int(textured[norms.argmax()])
+    return {"index": index, "id": data.ids[index], "label": int(data.labels[index]),
+            "pixel_std": float(std[index]), "pool_median_pixel_std": float(std.median()),
+            "gradient_norm": float(norms.max()), "criterion": "largest gradient norm among images with "
+            "pixel std >= the pool's median"}
 
 
-def fig5(ctx: StudyContext, sample: int | None = None, iterations: int | None = None, attacks=FIG5_ATTACKS) -> dict:
-    """Batch 1: each attack on the same image's update, scored and kept for the figure."""
+def fig5(ctx: StudyContext, sample: int | None = None, iterations: int | None = None, attacks=FIG5_ATTACKS,
+         executor: str | None = None, **executor_options) -> dict:
+    """Batch 1: each attack on the same image's update (its Table 4 configuration), scored beside
+    the noise start and the image's own mean colour; the images kept for the figure."""
     started = time.perf_counter()
-    iterations = int(pick(iterations, attack_iterations(ctx)))
-    _, configs = _configs(ctx, iterations)
-    index = int(pick(sample, hardest_sample(ctx)))
-    data, model = ctx.dataset(), ctx.model()
-    image, label = data.images[index:index + 1], data.labels[index:index + 1]
-    update = simulate_client(model, image.to(ctx.device), label.to(ctx.device))
-    lpips, reason = lpips_for(ctx.device)
-    rows, images = [], {"original": image}
-    for name in attacks:
-        t0 = time.perf_counter()
-        if name.startswith("gradinversion"):
-            result = gradinversion(model, update.without_labels(), configs[name], progress=False)
-        else:
-            result = run_prior_attack(name, model, update, configs[name], labels=label)
-        ev = evaluate_attack(model, result, image, label, lpips=lpips)
-        rows.append({"method": name, "title": paper_results.TABLE4_ROW_NAMES.get(name, name),
-                     **{k: ev["metrics"].get(k) for k in ("fft2d", "psnr_registered", "psnr", "lpips")},
-                     "label_accuracy": ev["labels"].get("accuracy"), "seconds": round(time.perf_counter() - t0, 1)})
-        images[name] = result.consensus
+    configs = attack_configs(ctx, iterations)
+    chosen = hard_sample(ctx) if sample is None else {"index": int(sample), "criterion": "given"}
+    data, index = ctx.dataset(), chosen["index"]
+    chosen.setdefault("pixel_std", float(data.images[index].std()))
+    jobs = [Job(name, attack_job, {"batch_size": 1, "batch_seed": None, "config": configs[name],
+                                   "method": name, "indices": [index]}) for name in attacks]
+    outs = run_jobs(ctx, jobs, executor, **executor_options)
+    batch = data.subset([index])
+    rows = reference_rows(ctx, batch, ctx.model(), configs[attacks[-1]], None)
+    rows += [{**out["row"], "row": name, "title": _title(name)} for name, out in zip(attacks, outs)]
+    images = {"original": batch.images, "noise start": start_of(batch, ctx.model(), configs[attacks[-1]]),
+              **{name: out["images"] for name, out in zip(attacks, outs)}}
     save_tensors(ctx, "fig5_images", images)
-    return save_results(ctx, "fig5_batch1", rows, {"sample_index": index, "sample_id": data.ids[index],
-                                                   "label": int(label), "iterations": iterations}, started)
+    settings = {"sample": chosen, "sample_id": data.ids[index], "iterations": configs[attacks[-1]].iterations,
+                "bn_mode": outs[-1]["row"].get("bn_mode"), "batch_size": 1}
+    return save_results(ctx, "fig5_batch1", rows, settings, started)
+
+
+def claims(out) -> str:
+    """Markdown measured from the cached Table 4 (does GradInversion BN_exact beat each row
+    beyond the spread?) and Fig. 5's sample (how hard, and what its mean colour alone scores)."""
+    text = claims_markdown(out, (("table4_comparison", "Table 4"),))
+    try:
+        record = load_results(out, "fig5_batch1")
+    except MissingAssetError:
+        return text
+    s, rows = record["settings"]["sample"], {r["row"]: r for r in record["rows"]}
+    scores = "; ".join(f"{r['row']} {r['psnr']:.2f} dB / SSIM {r['ssim']:.3f}" for r in record["rows"]
+                       if r.get("psnr") is not None)
+    oracle = rows.get("mean colour", {}).get("psnr")
+    return (f"{text}\n**Fig. 5** (batch 1, {record['settings']['iterations']} iterations): sample "
+            f"{record['settings']['sample_id']} ({s['criterion']}), pixel std {s['pixel_std']:.3f} "
+            f"(pool median {s.get('pool_median_pixel_std', float('nan')):.3f}); its mean colour alone scores "
+            f"{oracle if oracle is None else f'{oracle:.2f}'} dB. PSNR / SSIM: {scores}.")
 
 
 def plot_fig5(out, pdf: bool = True):
     from ..plotting import image_grid
     images = load_tensors(out, "fig5_images")
-    rows = load_results(out, "fig5_batch1")["rows"]
-    titles = ["original"] + [f"{r['method']}\nPSNR {r['psnr_registered']:.1f}" for r in rows]
+    rows = {r["row"]: r for r in load_results(out, "fig5_batch1")["rows"]}
+    titles = [name if name not in rows else f"{name}\nPSNR {rows[name]['psnr']:.1f}" for name in images]
     fig = image_grid({"batch 1": torch.cat(list(images.values()))}, column_titles=titles, scale=2.0)
     return save_study_figure(fig, out, "fig5_batch1", pdf)
 
 
 def plot_table4(out, pdf: bool = True):
-    """Table 4 as bars: our registered PSNR and FFT-2D per method beside the paper's."""
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in load_results(out, "table4_comparison")["rows"] if r.get("fft2d") is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    x = range(len(rows))
-    for ax, metric, label in ((axes[0], "psnr", "PSNR after registration (dB) ↑"), (axes[1], "fft2d", "FFT-2D ↓")):
-        ax.bar([i - 0.2 for i in x], [r[metric] for r in rows], 0.4, label="ours")
-        ax.bar([i + 0.2 for i in x], [r.get(f"paper_{metric}") or 0 for r in rows], 0.4, label="paper", alpha=0.6)
-        ax.set_xticks(list(x), [r["method"] for r in rows], rotation=35, ha="right", fontsize=7)
-        ax.set_title(label, fontsize=9), ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_study_figure(fig, out, "table4_comparison", pdf)
+    """Table 4 as bars: our mean ± std per method beside the paper's (``ablation.plot_metric_bars``)."""
+    from .ablation import plot_metric_bars
+    return plot_metric_bars(out, "table4_comparison", pdf=pdf)

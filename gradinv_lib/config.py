@@ -23,7 +23,7 @@ ALPHAS = ("alpha_grad", "alpha_tv", "alpha_l2", "alpha_bn", "alpha_group")
 # batch size; values chosen by measurement on the quick network at batches 1, 4 and 8 (README).
 WEIGHTINGS = {
     "paper": {"alpha_grad": 1e-3, "alpha_tv": 1e-4, "alpha_l2": 1e-5, "alpha_bn": 0.1, "alpha_group": 0.01},
-    "balanced": {"alpha_grad": 1.0, "alpha_tv": 0.1, "alpha_l2": 0.0, "alpha_bn": 1.0, "alpha_group": 0.1},
+    "balanced": {"alpha_grad": 1.0, "alpha_tv": 0.1, "alpha_l2": 0.01, "alpha_bn": 1.0, "alpha_group": 0.1},
 }
 
 

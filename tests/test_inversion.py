@@ -49,7 +49,7 @@ def test_full_objective_has_every_paper_term(batch):
     names = [t.name for _, t in build_objective(model, update, small_config(weighting="paper")).items()]
     assert names == ["grad", "tv", "l2", "bn", "group"]
     balanced = [t.name for _, t in build_objective(model, update, small_config()).items()]
-    assert balanced == [n for n in names if n != "l2" or InversionConfig().alpha_l2 > 0]
+    assert balanced == names
     assert "group" not in [t.name for _, t in build_objective(model, update, small_config(seeds=1)).items()]
 
 

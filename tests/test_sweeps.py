@@ -67,16 +67,12 @@ def test_local_failure_names_the_job(ctx):
     assert "job 'bad' failed" in "".join(info.value.__notes__)
 
 
-def test_processes_run_jobs_in_worker_processes_in_order(ctx):
-    """'processes': spawned workers rebuild the context, results come back in job order, tensors
-    included, and every failing job is named in one error."""
-    jobs = [Job(f"f{k}", scaled_seed, {"factor": k}) for k in (2, 7, 5)]
-    results = run_jobs(ctx, jobs, "processes", workers=2)
-    assert [r["value"] for r in results] == [6, 21, 15] == [r["value"] for r in run_jobs(ctx, jobs, "local")]
-    assert {r["out"] for r in results} == {str(ctx.out)} and results[0]["notebook"] == "sweep_test"
+def test_processes_name_every_failing_job(ctx):
+    """'processes': spawned workers rebuild the context; every failing job is named in one error
+    (results in order: see the batch-scaling sweep below)."""
+    jobs = [Job("good", scaled_seed, {"factor": 1}), Job("bad", scaled_seed, {"factor": -1})]
     with pytest.raises(GradInvError, match=r"1 of 2 jobs failed: bad \(ValueError: negative factor\)"):
-        run_jobs(ctx, [Job("good", scaled_seed, {"factor": 1}), Job("bad", scaled_seed, {"factor": -1})],
-                 "processes", workers=2)
+        run_jobs(ctx, jobs, "processes", workers=2)
     with pytest.raises(InputError, match="takes options workers, threads"):
         run_jobs(ctx, jobs, "processes", timeout_min=5)
 
@@ -119,14 +115,25 @@ def test_submitit_path_runs_jobs_in_other_processes(ctx):
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-def test_batch_scaling_sweep_runs_locally_into_its_cache(tmp_path, monkeypatch):
-    """The study's local path: one job per batch size, cached rows and tensors the notebook reads."""
+def test_batch_scaling_sweep_same_in_processes_and_locally(tmp_path, monkeypatch):
+    """The study's sweep: one job per (size, batch), cached summary and per-batch rows with the two
+    reference rows of every batch, the tensors the notebook reads; two worker processes give the
+    same per-batch metrics, in the same order, as this process."""
     monkeypatch.delenv("GRADINV_EXECUTOR", raising=False)
     ctx = StudyContext("04_batch_scaling", device="cpu", output_dir=tmp_path)
-    record = batch_scaling(ctx, batch_sizes=[1, 2], iterations=1, executor="local")
+    record = batch_scaling(ctx, batch_sizes=[1, 2], iterations=1, batches=2, executor="local")
+    pooled = batch_scaling(StudyContext("04_batch_scaling", device="cpu", output_dir=tmp_path / "pooled"),
+                           batch_sizes=[1, 2], iterations=1, batches=2, executor="processes", workers=2)
+    key = lambda rec: [(r["row"], r["batch_size"], r["batch_seed"], r["psnr"], r["ssim"]) for r in rec["batch_rows"]]
+    assert key(pooled) == key(record)
     cached = load_results(tmp_path, "batch_scaling")
-    assert [r["batch_size"] for r in cached["rows"]] == [1, 2] == record["settings"]["batch_sizes"]
-    assert all(r["iterations"] == 1 and r["psnr"] is not None for r in cached["rows"])
+    assert [(r["batch_size"], r["row"]) for r in cached["rows"]] == [
+        (b, name) for b in (1, 2) for name in ("reconstruction", "noise start", "mean colour")]
+    assert record["settings"]["batch_sizes"] == [1, 2] and record["settings"]["seeds"] == 1
+    ours = [r for r in cached["rows"] if r["row"] == "reconstruction"]
+    assert all(r["batches"] == 2 and r["psnr"] is not None and r["psnr_std"] is not None for r in ours)
+    assert len(cached["batch_rows"]) == 2 * 2 * 3 and all(r["iterations"] == 1 for r in cached["batch_rows"]
+                                                         if r["row"] == "reconstruction")
     images = load_tensors(tmp_path, "batch_2_images")
     assert images["reconstruction"].shape == images["original"].shape == (2, 3, ctx.resolution, ctx.resolution)
     assert torch.isfinite(images["reconstruction"]).all()

@@ -3,13 +3,15 @@ Table 3 (network strength), each row over the same several batches beside the tw
 reference rows (noise start, mean colour), with whether each step moves the paper's way beyond
 the spread over batches.
 
-Quick-profile budget (this 2-core CPU, one thread per worker, 2 workers; batch 8, the profile's
-1000 iterations; measured: one seed ~38 s, 4 seeds (vmap) ~90 s, scoring ~3 s a run):
-  Table 2: 5 batches x (38 + 38 + 90 + 90 + 4 x 3) s  ~ 1340 CPU-s
-  Table 3: widths 16 and 64 (~20 s and ~80 s a run; width 32 is Table 2's + R_fidelity row,
-           reused) x 5 batches                         ~  500 CPU-s
-  together ~ 1840 CPU-s, ~ 15 min wall on 2 workers; Table 4 and Fig. 5 (03_comparison.py) take
-  the rest of the two notebooks' ~2400 CPU-s.
+Quick-profile budget (this 2-core CPU, 2 worker processes of one thread each; batch 8, the
+profile's 1000 iterations). Per run on a quiet machine: one seed ~38 s, 4 seeds registered ~90 s
+(lead's measurement); relative to one seed, measured here: width 16 x0.4, width 64 x1.4, Inverting
+Gradients and DLG x0.7, DeepInversion x0.27; scoring a run (bounded registration, Lite0 features,
+identification) ~1.5 s:
+  Table 2: 5 batches x (38 + 38 + 90 + 90 + 4 x 1.5) s                   ~ 1310 CPU-s
+  Table 3: 5 batches x (15 + 51 + 2 x 1.5) s (width 32: Table 2's runs)   ~  345 CPU-s
+  reference rows, the pool's Lite0 features, worker start-up             ~   60 CPU-s
+  notebook 02: ~1720 CPU-s, ~15 min wall on 2 workers (03_comparison: ~880 CPU-s more).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .. import paper_results
 from .aggregate import mark_directions
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
 from .runs import objective_configs
-from .tables import RowSpec, claims_markdown, run_table, summarise
+from .tables import RowSpec, claims_markdown, display_columns, run_table, summarise
 
 BATCHES = 5                      # batches per row (issue 11: at least 5)
 BATCH_SIZE = 8                   # the paper's Tables 2-4
@@ -56,7 +58,7 @@ def ablation_table(ctx: StudyContext, batch_size: int | None = None, iterations:
     mark_directions(summary, batch_rows, list(zip(names, ["noise start", *names[:-1]])))
     for row in summary:
         key = "noise" if row["row"] == "noise start" else row["row"]
-        row.update(title=paper_results.TABLE2_ROW_NAMES.get(key, row["row"]),
+        row.update(objective=row["row"], title=paper_results.TABLE2_ROW_NAMES.get(key, row["row"]),
                    **_paper_values(paper_results.TABLE2_ABLATION, key))
     save_tensors(ctx, "table2_images", images)
     first = configs[names[0]]
@@ -105,10 +107,13 @@ def strength_table(ctx: StudyContext, models=None, batch_size: int | None = None
     return save_results(ctx, "table3_strength", summary, settings, started, extra={"batch_rows": batch_rows})
 
 
-def claims(out) -> str:
-    """Markdown statements measured from the cached Tables 2 and 3: settings, and for each row
-    whether it moves the paper's way beyond the spread over batches."""
-    return claims_markdown(out, (("table2_ablation", "Table 2"), ("table3_strength", "Table 3")))
+TABLE_TITLES = {"table2_ablation": "Table 2", "table3_strength": "Table 3"}
+
+
+def claims(out, tables=tuple(TABLE_TITLES)) -> str:
+    """Markdown statements measured from the cached ``tables`` (default: Tables 2 and 3):
+    settings, and for each row whether it moves the paper's way beyond the spread over batches."""
+    return claims_markdown(out, [(name, TABLE_TITLES[name]) for name in tables])
 
 
 # ----------------------------------------------------------------------------- plots (cache only)
@@ -144,5 +149,5 @@ def plot_ablation_bars(out, pdf: bool = True):
     return plot_metric_bars(out, "table2_ablation", pdf=pdf)
 
 
-__all__ = ["ablation_configs", "ablation_table", "claims", "plot_ablation_bars", "plot_image_rows",
+__all__ = ["ablation_configs", "ablation_table", "claims", "display_columns", "plot_ablation_bars", "plot_image_rows",
            "plot_metric_bars", "strength_table"]

@@ -2,13 +2,14 @@
 client updates of the same batches with the same iteration budget) and Fig. 5 (batch 1, a hard
 sample: DLG and Inverting Gradients beside GradInversion).
 
-Quick-profile budget (2 workers of one thread; batch 8, the profile's 1000 iterations; one seed
-~38 s, 4 seeds ~90 s, scoring ~3 s a run), after Tables 2-3 (~1840 CPU-s, 02_ablation):
+Quick-profile budget (2 workers of one thread; batch 8, the profile's 1000 iterations; costs
+as measured in ``ablation``'s docstring):
   Table 4: GradInversion BN_exact is Table 2's "+ R_group registered" runs (same batches, same
-           config: reused, 0 s); 5 batches x (BN_approx 90 + Inverting Gradients 38 + DLG 40 +
-           DeepInversion 12 + 4 x 3) s                                   ~  960 CPU-s
-  Fig. 5:  batch 1, three attacks (4 + 1 + 1 seeds)                     ~   40 CPU-s
-  so the two notebooks take ~2840 CPU-s, ~24 min wall on 2 workers.
+           config: reused, 0 s); 5 batches x (BN_approx 90 + Inverting Gradients 26 + DLG 27 +
+           DeepInversion 10 + 4 x 1.5) s                                  ~  800 CPU-s
+  Fig. 5:  batch 1, three attacks (4 + 1 + 1 seeds), references           ~   50 CPU-s
+  worker start-up, reference rows                                        ~   30 CPU-s
+  notebooks 02 + 03: ~2600 CPU-s, ~22 min wall on 2 workers (10% over their 20-minute share).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .aggregate import mark_directions
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
 from .identifiability import per_image_gradient_norms
 from .runs import attack_job, objective_configs
-from .tables import RowSpec, claims_markdown, reference_rows, run_table, start_of, summarise
+from .tables import RowSpec, claims_markdown, display_columns, reference_rows, run_table, start_of, summarise
 
 BATCHES = 5
 BATCH_SIZE = 8
@@ -73,7 +74,7 @@ def table4(ctx: StudyContext, batch_size: int | None = None, iterations: int | N
     for row in summary:
         paper = paper_results.TABLE4_COMPARISON.get("noise" if row["row"] == "noise start" else row["row"], {})
         row.setdefault("status", "ok")
-        row.update(title=_title(row["row"]), needs_true_labels=paper.get("needs_labels"),
+        row.update(method=row["row"], title=_title(row["row"]), needs_true_labels=paper.get("needs_labels"),
                    needs_gan=paper.get("needs_gan"),
                    **{f"paper_{k}": paper[k] for k in ("fft2d", "psnr", "lpips") if k in paper})
     save_tensors(ctx, "table4_images", images)
@@ -115,6 +116,8 @@ def fig5(ctx: StudyContext, sample: int | None = None, iterations: int | None = 
     batch = data.subset([index])
     rows = reference_rows(ctx, batch, ctx.model(), configs[attacks[-1]], None)
     rows += [{**out["row"], "row": name, "title": _title(name)} for name, out in zip(attacks, outs)]
+    for row in rows:
+        row["method"] = row["row"]
     images = {"original": batch.images, "noise start": start_of(batch, ctx.model(), configs[attacks[-1]]),
               **{name: out["images"] for name, out in zip(attacks, outs)}}
     save_tensors(ctx, "fig5_images", images)

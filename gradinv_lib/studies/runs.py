@@ -18,7 +18,7 @@ from ..data import sample_batch
 from ..errors import InputError, MissingAssetError
 from ..experiments import attack_batch, available_lpips
 from ..io import torch_save_atomic
-from ..metrics import identifiability_precision, lite0_features, pixel_correlation_nn, pool_source_groups
+from ..metrics import lite0_features, nearest_neighbour_hits, pixel_correlation_nn, pool_source_groups
 from .common import StudyContext
 
 METRICS = ("feature_dist", "fft2d", "psnr", "psnr_registered", "ssim", "lpips")
@@ -124,9 +124,8 @@ def identification(ctx: StudyContext, ids, images01: torch.Tensor) -> dict:
     pixel = pixel_correlation_nn(images01, gallery["data"].images, idx, gallery["groups"])
     out = {"pixel_nn_hit": pixel["hit"], "pixel_nn_sibling": pixel["sibling_hit"]}
     if gallery["features"] is not None:
-        iip = identifiability_precision(None, images01, idx, pool_features=gallery["features"],
-                                        groups=gallery["groups"])
-        out.update(iip=iip["iip"], iip_sibling=iip["sibling_hit"])
+        iip = nearest_neighbour_hits(lite0_features(images01), gallery["features"], idx, gallery["groups"])
+        out.update(iip=iip["hit"], iip_sibling=iip["sibling_hit"])   # IIP on pretrained-Lite0 features
     return out
 
 
@@ -196,8 +195,3 @@ def attack_job(ctx: StudyContext, batch_size: int, batch_seed: int | None, confi
     row = {**run.row, "batch_seed": batch_seed, "batch_ids": list(batch.ids), "run_key": key}
     return {"row": row, "images": run.in_batch_order(batch)}
 
-
-def scaled_iterations(ctx: StudyContext, fraction: float = 1.0) -> int:
-    """The profile's iterations: studies no longer run fractions of them, so every run converges
-    (kept for the studies that still pass a fraction; ``fraction`` is ignored)."""
-    return ctx.profile.config.iterations

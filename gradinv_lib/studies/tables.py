@@ -146,3 +146,19 @@ def claims_markdown(out, tables) -> str:
                      "mean ± std over batches):")
         lines += claim_lines(record["rows"]) + [""]
     return "\n".join(lines)
+
+
+TABLE_COLUMNS = {"row": "row", "feature_dist": "feature dist (Lite0) ↓", "paper_feature_dist": "paper",
+                 "fft2d": "FFT-2D ↓", "paper_fft2d": "paper", "psnr": "PSNR ↑", "psnr_registered": "PSNR reg. ↑",
+                 "paper_psnr": "paper (reg.)", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "paper_lpips": "paper",
+                 "label_accuracy": "labels", "pixel_nn_hit": "pixel NN hit", "pixel_nn_sibling": "sibling",
+                 "iip": "IIP (Lite0)", "iip_sibling": "sibling", "direction_text": "paper's direction?"}
+
+
+def display_columns(rows: list[dict], **extra) -> dict:
+    """:data:`TABLE_COLUMNS` (plus ``extra`` columns after the row name) without the columns no
+    row has a value for (LPIPS without its real backbone, the paper's values where it has none)."""
+    columns = {"row": "row", **extra, **{k: v for k, v in TABLE_COLUMNS.items() if k != "row"}}
+    shown = {k for k in columns if k == "row" or any(r.get(k) is not None for r in rows)}
+    return {k: v for k, v in columns.items()
+            if k in shown and not (k.startswith("paper_") and k[6:] in columns and k[6:] not in shown)}

@@ -27,8 +27,9 @@ COLUMNS = ("method", "title", "status", "needs_true_labels", "needs_gan", "fft2d
 
 
 def default_configs(base, restarts: int = 1) -> dict:
-    """Every attack's configuration from a profile's GradInversion ``base`` config: each gets the
-    same budget of ``base.iterations`` objective evaluations (IG: per restart) and its seed."""
+    """Every attack's configuration from a profile's GradInversion ``base`` config: each keeps its
+    own paper's loss, optimiser, learning rate and priors, and gets the same budget of
+    ``base.iterations`` objective evaluations (IG: per restart) and the same seed (starting noise)."""
     n, seed = base.iterations, base.seed
     return {
         "gradinversion_bn_exact": base.replace(bn_target="exact"),
@@ -37,7 +38,7 @@ def default_configs(base, restarts: int = 1) -> dict:
                                                         label_rule=base.label_rule),
         "dlg": DLGConfig(iterations=n, seed=seed),
         "idlg": DLGConfig(iterations=n, seed=seed, labels="sum"),
-        "deepinversion": DeepInversionConfig(iterations=n, lr=base.lr, seed=seed),
+        "deepinversion": DeepInversionConfig(iterations=n, seed=seed),   # its own lr, not GradInversion's
         "gan_projection": GANProjectionConfig(iterations=n, seed=seed),
     }
 

@@ -225,8 +225,8 @@ FIG5_ITERATIONS = None  # None: the profile's iterations
 > (objective evaluations for L-BFGS): DLG (squared-L2 gradient distance, soft labels learnt
 > jointly, L-BFGS, lr 1), Inverting Gradients (cosine distance + TV, Adam on the signed gradient,
 > lr 0.1 with step decay, labels by eq. 8, `IG_RESTARTS` restarts), DeepInversion (cross-entropy
-> on the TRUE labels + running-statistics BN prior + TV + l2, random jitter and flips, Adam, no
-> gradient of the update), GradInversion BN_exact (the full method: Table 2's last row, whose
+> on the TRUE labels + running-statistics BN prior + TV + l2, random jitter and flips, Adam,
+> lr 0.25, no gradient of the update), GradInversion BN_exact (the full method: Table 2's last row, whose
 > runs are reused) and BN_approx (the same with the network's running statistics). *Stopping*,
 > *samples*, *references* and *directions* as in Tables 2-3: here each row states whether
 > GradInversion BN_exact beats it beyond the spread. The GAN row needs BigGAN-deep weights, which

@@ -21,7 +21,8 @@ from .state import attack_state
 
 @dataclass(frozen=True)
 class DeepInversionConfig(AttackConfig):
-    """Weights follow DeepInversion's ImageNet setting (CE 1, BN 0.01, TV 1e-4, l2 1e-5).
+    """Weights and step follow DeepInversion's ImageNet setting (CE 1, BN 0.01, TV 1e-4, l2 1e-5;
+    Adam, lr 0.25, the learning rate of its ResNet-50 inversion command).
 
     ``jitter``: largest random shift as a fraction of the image side (30 px of 224);
     ``bn_target``: "running" (DeepInversion's) or "exact" (the client batch's, for ablations).
@@ -31,7 +32,7 @@ class DeepInversionConfig(AttackConfig):
     method = "deepinversion"
 
     iterations: int = 2000
-    lr: float = 0.1
+    lr: float = 0.25
     alpha_ce: float = 1.0
     alpha_bn: float = 0.01
     alpha_tv: float = 1e-4

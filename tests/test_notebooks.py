@@ -13,7 +13,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 TINY = {"RESOLUTION": 32, "PDF": False}
 TINY_BY_NOTEBOOK = {
-    "00_quickstart": {"BATCH_SIZE": 2, "ITERATIONS": 3, "LIVE_PREVIEW": False},
+    "00_quickstart": {"BATCH_SIZE": 2, "ITERATIONS": 3, "SEEDS": 2, "LIVE_PREVIEW": False},
     "01_label_recovery": {"BATCH_SIZES": [1, 8, 64], "TRIALS": 4, "REPEAT_BATCH": 4, "REPEATS": [1, 2],
                           "REPEAT_TRIALS": 2, "LABEL_RESOLUTION": 64},
     "02_ablation": {"BATCH_SIZE": 2, "ITERATIONS": 2, "SEEDS": 2, "STRENGTH_ITERATIONS": 1,
@@ -21,8 +21,8 @@ TINY_BY_NOTEBOOK = {
                     "STRENGTH_RESOLUTION": 32},
     "03_comparison": {"BATCH_SIZE": 2, "ITERATIONS": 2, "ATTACKS": ["dlg", "gradinversion_bn_exact"],
                       "FIG5_SAMPLE": 0, "FIG5_ITERATIONS": 2},
-    "04_batch_scaling": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2},
-    "05_identifiability": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES_PER_SIZE": 1},
+    "04_batch_scaling": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES": 2},
+    "05_identifiability": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES_PER_SIZE": 2, "VULNERABLE_SIZES": [2]},
 }
 
 
@@ -45,7 +45,7 @@ def test_committed_without_outputs_and_tagged(path):
 
 def _execute(name: str, tmp_path: Path) -> Path:
     papermill = pytest.importorskip("papermill")
-    out = tmp_path / "results"
+    out = tmp_path / "results" / name   # figures/<profile>/<notebook>/ as in the repository
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
                                parameters={**TINY, **TINY_BY_NOTEBOOK[name], "OUTPUT_DIR": str(out)},
                                progress_bar=False, cwd=str(tmp_path))
@@ -67,9 +67,14 @@ def _finite_metrics(row: dict) -> None:
 @pytest.mark.notebooks
 def test_quickstart(tmp_path):
     out = _execute("00_quickstart", tmp_path)
-    (row,) = _rows(out, "quickstart")
-    _finite_metrics(row)
-    assert row["iterations"] == 3 and row["batch_size"] == 2
+    rows = _rows(out, "quickstart")
+    assert [r["row"] for r in rows] == ["reconstruction", "noise start", "mean colour"]
+    _finite_metrics(rows[0])
+    assert rows[0]["iterations"] == 3 and rows[0]["batch_size"] == 2 and rows[0]["seeds"] == 2
+    assert all(0 <= r["pixel_nn_hit"] <= 1 for r in rows) and rows[0]["psnr_std"] >= 0
+    forces = json.loads((out / "quickstart.json").read_text())["forces"]
+    assert {"grad", "bn"} <= {f["term"] for f in forces}
+    assert all(f["start"] >= 0 and f["end"] >= 0 and 0 <= f["start_share"] <= 1 for f in forces)
     assert (out / "quickstart.png").stat().st_size > 1000 and (out / "quickstart_progress.png").exists()
 
 
@@ -100,22 +105,24 @@ def test_ablation(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_batch_scaling(tmp_path):
+def test_batch_scaling_then_identifiability(tmp_path):
+    """04 then 05 (as `gradinv reproduce` runs them): mean ± std per size beside both references,
+    per-batch rows kept; 05 reuses 04's random-population runs and attacks the vulnerable ones."""
     out = _execute("04_batch_scaling", tmp_path)
     rows = _rows(out, "batch_scaling")
-    assert [r["batch_size"] for r in rows] == [1, 2]
-    for row in rows:
+    assert [(r["batch_size"], r["row"]) for r in rows] == [
+        (b, name) for b in (1, 2) for name in ("reconstruction", "noise start", "mean colour")]
+    for row in rows[::3]:
         _finite_metrics(row)
+        assert row["batches"] == 2 and row["psnr_std"] is not None and row["iterations"] == 2
+    assert len(json.loads((out / "batch_scaling.json").read_text())["batch_rows"]) == 2 * 2 * 3
     assert (out / "fig6_metrics_vs_batch.png").exists() and (out / "fig7_grids_vs_batch.png").exists()
 
-
-@pytest.mark.notebooks
-def test_identifiability(tmp_path):
     out = _execute("05_identifiability", tmp_path)
-    rows = _rows(out, "fig8_iip")
-    assert {(r["population"], r["batch_size"]) for r in rows} == {(p, b) for p in ("random", "vulnerable") for b in (1, 2)}
-    assert all(0 <= r["iip"] <= 1 and r["images"] == r["batch_size"] for r in rows)
-    assert rows[-1]["population_size"] < rows[0]["population_size"]
+    rows = [r for r in _rows(out, "fig8_iip") if r["row"] == "reconstruction"]
+    assert [(r["population"], r["batch_size"]) for r in rows] == [("random", 1), ("random", 2), ("vulnerable", 2)]
+    assert all(0 <= r["iip"] <= 1 and 0 <= r["pixel_nn_hit"] <= 1 and r["batches"] == 2 for r in rows)
+    assert [r["reused"] for r in rows] == [2, 2, 0] and rows[-1]["population_size"] < rows[0]["population_size"]
     assert (out / "fig8_iip.png").exists()
 
 

@@ -1,6 +1,7 @@
 """``gradinv reproduce``: run every companion notebook headlessly through papermill into an
 executed copy (notebooks/executed/<profile>/), skip notebooks whose results are current, keep
-going past a failing notebook, and rebuild the figures/README.md gallery."""
+going past a failing notebook, record each notebook's wall time and CPU time (its kernel and the
+kernel's worker processes) in its stamp, and rebuild the figures/README.md gallery."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
     if not force and stamp_path.exists() and executed.exists():
         saved = json.loads(stamp_path.read_text())
         if {k: saved.get(k) for k in stamp} == stamp:
-            return NotebookOutcome(notebook.stem, "current", 0.0, executed)
+            return NotebookOutcome(notebook.stem, "current", saved.get("seconds") or 0.0, executed,
+                                   cpu_seconds=saved.get("cpu_seconds") or 0.0)
     executed.parent.mkdir(parents=True, exist_ok=True)
     started, cpu_before = time.perf_counter(), _children_cpu()
     try:
@@ -94,7 +96,9 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
 
 
 def _children_cpu() -> float:
-    """User + system CPU seconds of finished child processes (the notebook kernels)."""
+    """User + system CPU seconds of finished child processes: the notebook kernels, including the
+    kernels' own finished children (a sweep's worker processes), which the OS adds to a process's
+    children usage once it has waited for them."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -121,10 +125,13 @@ def reproduce(profile: str = "quick", only: list[str] | None = None, force: bool
                                kernel, progress)
         outcomes.append(outcome)
         detail = {"ran": f"done in {outcome.seconds:.0f} s ({outcome.cpu_seconds:.0f} s CPU) -> {outcome.executed}",
-                  "current": "results are current, skipped (use --force to rerun)",
+                  "current": f"results are current, skipped (last run {outcome.seconds:.0f} s, "
+                             f"{outcome.cpu_seconds:.0f} s CPU; use --force to rerun)",
                   "failed": f"FAILED after {outcome.seconds:.0f} s: {outcome.error}\n"
                             f"    see {outcome.executed}"}[outcome.status]
         echo(f"    {detail}")
+    echo(f"total: {sum(o.seconds for o in outcomes):.0f} s wall, {sum(o.cpu_seconds for o in outcomes):.0f} s CPU "
+         "(notebooks skipped as current count with their last run's times)")
     from .studies.gallery import write_gallery
     echo(f"gallery: {write_gallery(profile)}")
     return outcomes

@@ -330,7 +330,7 @@ BATCH_SIZES = None          # None: 1, 2, 4, 8, 16 (quick) or 1, 8, 16, 32, 48 (
 BATCHES_PER_SIZE = None     # None: 8 (quick) or 32 (paper: 256 images per point)
 ITERATIONS = None           # None: the profile's iterations
 VULNERABLE_FRACTION = None  # None: 0.25 (quick, see below) or 1.0 (the paper's definition)
-VULNERABLE_SIZES = None     # None: 1, 4, 16 (quick, budget) or BATCH_SIZES (paper)
+VULNERABLE_SIZES = None     # None: 1 and 16 (quick, budget) or BATCH_SIZES (paper)
 SEEDS = None                # None: as Figs. 6-7 (quick: 1 seed, no group term)
 ''', metadata={"tags": ["parameters"]}),
         new_markdown_cell(QUICK_WARNING + "\n>\n" + STOPPING_NOTE + """

@@ -5,10 +5,12 @@ versus batch size. The same sweep (:func:`batch_sweep`) gives Fig. 8 its attacks
 
 Quick-profile budget (this 2-core CPU, 2 worker processes of one thread; the profile's 1000
 iterations, ONE seed, no group term; measured ~10 s at batch 1, ~38 s at batch 8, ~75 s at 16,
-about linear in between, + ~1 s of scoring a run):
-  sizes 1, 2, 4, 8, 16: 10 + 14 + 22 + 38 + 75 = 159 s per batch seed
-  x 8 batch seeds                                = 1272 CPU-s, ~11 min wall on 2 workers
-  (+ ~40 CPU-s: workers' start, pool features, reference rows).
+about linear in between; the two reference rows of a batch cost 0.4 s at batch 1 to 7 s at 16,
+scored in the workers too):
+  sizes 1, 2, 4, 8, 16: 10 + 14 + 22 + 38 + 75 = 159 s per batch seed (+ ~12 s references)
+  x 8 batch seeds                                = ~1370 CPU-s
+  + workers' start and the pool's Lite0 features  ~   30 CPU-s
+  together ~ 1400 CPU-s, ~12 min wall on 2 workers.
 The profile's full method (4 seeds, registered consensus: ~2.4x a one-seed run) would need
 ~3000 CPU-s here alone, which does not fit the 45-minute reproduction beside the other notebooks.
 """
@@ -69,28 +71,41 @@ def plan_batches(ctx: StudyContext, sizes, batches: int, population: str = "rand
     return planned
 
 
+def attack_with_references(ctx: StudyContext, batch_seed: int, config, indices) -> dict:
+    """One job of the sweep: ``runs.attack_job`` on the data set's images at ``indices``, and the
+    batch's noise-start and mean-colour rows (``tables.reference_rows``), scored in the worker too."""
+    out = attack_job(ctx, len(indices), batch_seed, config, indices=list(indices))
+    batch = ctx.dataset().subset(list(indices))
+    return {**out, "references": reference_rows(ctx, batch, ctx.model(), config, batch_seed)}
+
+
 def batch_sweep(ctx: StudyContext, planned: list[PlannedBatch], config, reuse=(), executor: str | None = None,
                 **executor_options) -> tuple[list[dict], dict]:
-    """Attack every planned batch with ``config`` (one ``sweeps.Job`` each, the largest first so
-    the workers stay busy; a run already in the cached results ``reuse`` with the same run key is
-    taken from there), and score its two reference rows. Returns (per-batch rows, each with
-    ``row``, ``population``, ``batch_size``, ``batch_seed``; {(population, size): the first batch's
-    original and reconstruction}), reused runs' images excepted."""
+    """Attack every planned batch with ``config`` and score its two reference rows (one
+    ``sweeps.Job`` each, the largest batches first so the workers stay busy); a run, and its
+    reference rows, already in the cached results ``reuse`` with the same run key is taken from
+    there. Returns (per-batch rows, each with ``row``, ``population``, ``batch_size``,
+    ``batch_seed``, ``run_key``; {(population, size): the first batch's original and
+    reconstruction}), reused runs' images excepted."""
     model = ctx.model()
     pool_gallery(ctx, ctx.resolution)        # once here: the workers read the cached features
     previous = reusable_runs(ctx, reuse)
     keys = [run_key("gradinversion", config, model.name, model.weights_source, client_bn_mode(ctx), p.batch.ids)
             for p in planned]
-    todo = sorted((i for i, key in enumerate(keys) if key not in previous), key=lambda i: -len(planned[i].batch))
-    jobs = [Job(f"{planned[i].population}_b{len(planned[i].batch)}_s{planned[i].batch_seed}", attack_job,
-                {"batch_size": len(planned[i].batch), "batch_seed": planned[i].batch_seed, "config": config,
-                 "indices": list(planned[i].indices)}) for i in todo]
+    cached = {i: [previous.get(f"{key}/{name}") for name in (RECONSTRUCTION, *REFERENCES)]
+              for i, key in enumerate(keys)}
+    todo = sorted((i for i in cached if None in cached[i]), key=lambda i: -len(planned[i].batch))
+    jobs = [Job(f"{planned[i].population}_b{len(planned[i].batch)}_s{planned[i].batch_seed}", attack_with_references,
+                {"batch_seed": planned[i].batch_seed, "config": config, "indices": list(planned[i].indices)})
+            for i in todo]
     done = dict(zip(todo, run_jobs(ctx, jobs, executor, **executor_options)))
-    rows, images = [], {}
+    names, rows, images = (RECONSTRUCTION, *REFERENCES), [], {}
     for i, (p, key) in enumerate(zip(planned, keys)):
-        out = done.get(i, {"row": previous.get(key)})
-        rows.append({**out["row"], "row": RECONSTRUCTION, "population": p.population})
-        rows += [{**r, "population": p.population} for r in reference_rows(ctx, p.batch, model, config, p.batch_seed)]
+        out = done.get(i, {})
+        runs = ({RECONSTRUCTION: out["row"], **{r["row"]: r for r in out["references"]}} if out
+                else dict(zip(names, cached[i])))
+        rows += [{**runs[name], "row": name, "population": p.population, "run_key": f"{key}/{name}"}
+                 for name in names]
         slot = (p.population, len(p.batch))
         if slot not in images and "images" in out:
             images[slot] = {"original": p.batch.images, "reconstruction": out["images"]}

@@ -9,10 +9,12 @@ The attacks are ``batch_scaling.batch_sweep``'s: the random population's batches
 runs with the same run keys (``gradinv reproduce`` runs 04 first).
 
 Quick-profile budget (2 worker processes, one thread each; one-seed runs of the profile's 1000
-iterations: ~10 s at batch 1, ~22 s at 4, ~75 s at 16):
-  random population: 04's runs reused                       ~    0 CPU-s (1272 without them)
-  vulnerable population, sizes 1, 4, 16 x 8 batches: 8 x 107 ~  856 CPU-s, ~7.5 min wall
-  (+ ~60 CPU-s: per-image gradient norms, workers' start, reference rows).
+iterations: ~10 s at batch 1, ~75 s at 16; reference rows ~0.4 s and ~7 s):
+  random population: 04's runs and reference rows reused      ~   0 CPU-s (~1370 without them)
+  vulnerable population, sizes 1 and 16 x 8 batches: 8 x 93    ~ 740 CPU-s
+  per-image gradient norms of the pool, workers' start           ~  60 CPU-s
+  together ~ 800 CPU-s, ~7 min wall on 2 workers. With 00 (~110 CPU-s, one batch of 8 with 4
+  seeds), 01 (~145) and 04 (~1370), the four notebooks take ~2400 CPU-s, ~20 min on 2 cores.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .batch_scaling import (BATCHES, PAPER_BATCH_SIZES, QUICK_BATCH_SIZES, RECON
 from .common import StudyContext, load_results, pick, save_results, save_study_figure
 from .tables import summarise
 
-QUICK_VULNERABLE_SIZES = (1, 4, 16)  # budget: see the module docstring
+QUICK_VULNERABLE_SIZES = (1, 16)     # budget: see the module docstring
 QUICK_VULNERABLE_FRACTION = 0.25     # see vulnerable_population: the pool has ~1 image per class
 ID_COLUMNS = ("iip", "iip_sibling", "pixel_nn_hit", "pixel_nn_sibling")
 SCALING_RESULTS = "../04_batch_scaling/batch_scaling"

@@ -144,6 +144,8 @@ LABEL_RESOLUTION = None  # None: the label model's native resolution (Lite0: 224
                       "\"paper_val_pct\": \"paper, val (%)\", \"exact_batches_pct\": \"ours, exact batches (%)\", "
                       "\"trials\": \"trials\"}, digits=2)"),
         new_code_cell(show("[study.plot_label_table(ctx, pdf=PDF)]")),
+        new_markdown_cell("**What the measurements say**, generated from the cached results:"),
+        new_code_cell("Markdown(study.claims(ctx))"),
         new_markdown_cell("""**Repeated labels.** Eq. 8 assumes distinct labels: with each label twice it can
 return at most half of the batch's labels (counted with multiplicity). The label-count estimate
 (`labels.recover_label_multiset`, beyond the paper) re-classifies each present class's mean feature

@@ -82,6 +82,29 @@ def repeated_labels(ctx: StudyContext, batch_size: int = 8, repeats=(1, 2, 4), t
                         {"batch_size": batch_size, "repeats": list(repeats), "trials": trials}, started)
 
 
+def claims(out) -> str:
+    """Markdown measured from the cached Table 1: per batch size, the min rule (eq. 8) beside the
+    sum rule and the paper's validation accuracy, and whether min beats sum as the paper says."""
+    record = load_results(out, "table1_label_recovery")
+    s = record["settings"]
+    by = {(r["batch_size"], r["rule"]): r for r in record["rows"]}
+    weights = "random init" if s["weights"] == "random" else "pretrained"
+    lines = [f"**Table 1** ({s['trials']} random batches of distinct labels per size, {s['model']} "
+             f"({weights}) at {s['resolution']} px; {100 * s['pseudo_labelled_fraction']:.0f}% of the "
+             "images carry pseudo-labels):", ""]
+    for b in s["batch_sizes"]:
+        low, high = by.get((b, "min")), by.get((b, "sum"))
+        if not (low and high):
+            continue
+        paper = (f"; paper (val): min {low['paper_val_pct']:.2f}%, sum {high['paper_val_pct']:.2f}%"
+                 if low.get("paper_val_pct") is not None else "")
+        verdict = ("min beats sum" if low["accuracy_pct"] > high["accuracy_pct"] else
+                   "min ties sum" if low["accuracy_pct"] == high["accuracy_pct"] else "sum beats min")
+        lines.append(f"- Batch {b}: min rule {low['accuracy_pct']:.2f}%, sum rule {high['accuracy_pct']:.2f}%"
+                     f"{paper} — {verdict}.")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- plots (cache only)
 def plot_label_table(out, pdf: bool = True):
     """Accuracy versus batch size for both rules, ours (solid) beside the paper's val (dashed)."""

@@ -234,7 +234,7 @@ def bench_case(case: BenchCase, batch_size: int = 8, seeds: int = 8, device="cpu
 
 def with_reference_matching(objective: Objective) -> Objective:
     """The same objective with L_grad computed by the reference (one op per layer) path."""
-    return Objective([(w, GradientMatching(t.targets, t.metric, t.layer_weights, "reference")
+    return Objective([(w, GradientMatching(t.targets, t.metric, t.layer_weights, "reference", t.relative)
                        if isinstance(t, GradientMatching) else t) for w, t in objective.items()])
 
 

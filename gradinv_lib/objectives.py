@@ -158,6 +158,7 @@ class GradientMatching(Term):
         self.targets = [t.detach() for t in targets]
         self.metric = metric
         self.layer_weights = list(layer_weights) if layer_weights is not None else [1.0] * len(targets)
+        self.relative = relative
         self.layer_scale = None  # (L, 1) factors of the per-layer distances; None: a plain sum
         if relative and metric != "cosine":
             norms = torch.stack([t.norm() for t in self.targets]).clamp_min(1e-30)

@@ -116,7 +116,8 @@ def test_config_round_trips_through_json_and_rejects_bad_values(tmp_path):
         InversionConfig(group="sideways")
     with pytest.raises(InputError, match="unknown InversionConfig fields"):
         InversionConfig.from_dict({"iterations": 3, "alpha_magic": 1})
-    defaults = InversionConfig()  # the paper's constants (sec. 4)
-    assert (defaults.lr, defaults.alpha_tv, defaults.alpha_bn, defaults.alpha_grad,
-            defaults.alpha_group, defaults.alpha_noise, defaults.seeds, defaults.iterations) == (
-        0.1, 1e-4, 0.1, 1e-3, 0.01, 0.2, 8, 20_000)
+    paper = InversionConfig(weighting="paper")  # the paper's constants (sec. 4)
+    assert (paper.lr, paper.alpha_tv, paper.alpha_bn, paper.alpha_grad, paper.alpha_l2,
+            paper.alpha_group, paper.alpha_noise, paper.seeds, paper.iterations) == (
+        0.1, 1e-4, 0.1, 1e-3, 1e-5, 0.01, 0.2, 8, 20_000)
+    assert InversionConfig().weighting == "balanced"  # the default: scale-free terms (README)

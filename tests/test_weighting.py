@@ -43,6 +43,6 @@ def test_every_result_records_each_terms_force_at_start_and_end():
     config = InversionConfig(iterations=3, seeds=2, group="lazy", warmup=1, checkpoint_every=0)
     result = gradinversion(model, update, config, progress=False)
     assert set(result.forces) == {"start", "end"}
-    assert set(result.forces["start"]) == {"grad", "tv", "bn", "group"}
+    assert set(result.forces["start"]) == {"grad", "tv", "l2", "bn", "group"}
     assert all(v > 0 for v in result.forces["start"].values())  # seeds' noise differs from its mean
     assert all(v >= 0 for v in result.forces["end"].values())

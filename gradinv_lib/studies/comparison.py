@@ -5,8 +5,8 @@ sample: DLG and Inverting Gradients beside GradInversion).
 Quick-profile budget (2 workers of one thread; batch 8, the profile's 1000 iterations; costs
 as measured in ``ablation``'s docstring):
   Table 4: GradInversion BN_exact is Table 2's "+ R_group registered" runs (same batches, same
-           config: reused, 0 s); 5 batches x (BN_approx 90 + Inverting Gradients 26 + DLG 27 +
-           DeepInversion 10 + 4 x 1.5) s                                  ~  800 CPU-s
+           config: reused, 0 s); 5 batches x (BN_approx 90 + Inverting Gradients, 4 restarts 90 +
+           DLG 27 + DeepInversion 10 + 4 x 1.5) s                         ~ 1100 CPU-s
   Fig. 5:  batch 1, three attacks (4 + 1 + 1 seeds), references           ~   50 CPU-s
   worker start-up, reference rows                                        ~   30 CPU-s
   notebooks 02 + 03: ~2600 CPU-s, ~22 min wall on 2 workers (10% over their 20-minute share).
@@ -36,12 +36,14 @@ FULL_METHOD = "gradinversion_bn_exact"
 
 
 def attack_configs(ctx: StudyContext, iterations: int | None = None, seeds: int | None = None,
-                   restarts: int = 1) -> dict:
+                   restarts: int | None = None) -> dict:
     """Each Table 4 attack's configuration at its own paper's settings, all with the profile's
     iterations (``compare.default_configs``). GradInversion BN_exact is the full method, the
-    config of Table 2's last row (so its runs are reused); BN_approx the same on running stats."""
+    config of Table 2's last row (so its runs are reused); BN_approx the same on running stats.
+    Inverting Gradients gets as many restarts as GradInversion has seeds (default), so both
+    spend the same compute per iteration (its paper uses restarts too)."""
     full = objective_configs(ctx, seeds, iterations)["group_registered"]
-    return {**default_configs(full, restarts=restarts), FULL_METHOD: full,
+    return {**default_configs(full, restarts=int(pick(restarts, full.seeds))), FULL_METHOD: full,
             "gradinversion_bn_approx": full.replace(bn_target="running")}
 
 
@@ -50,7 +52,7 @@ def _title(name: str) -> str:
 
 
 def table4(ctx: StudyContext, batch_size: int | None = None, iterations: int | None = None,
-           attacks=None, batches: int | None = None, seeds: int | None = None, restarts: int = 1,
+           attacks=None, batches: int | None = None, seeds: int | None = None, restarts: int | None = None,
            executor: str | None = None, **executor_options) -> dict:
     """Every attack of Table 4 on the client updates of ``batches`` batches, mean ± std per
     metric; each row states whether GradInversion BN_exact beats it beyond the spread. The GAN

@@ -189,8 +189,9 @@ def _reproduce_args(p):
     p.add_argument("--force", action="store_true", help="rerun notebooks whose results are current")
     p.add_argument("--kernel", help="Jupyter kernel name (default: the notebooks' own)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--executor", choices=["local", "submitit-local", "slurm"],
-                   help="where the sweeps' attack jobs run (default: local; see README 'Scaling out')")
+    p.add_argument("--executor", choices=["local", "processes", "submitit-local", "slurm"],
+                   help="where the sweeps' attack jobs run (default: processes, one per core, on a "
+                        "multi-core CPU without CUDA; else local; see README 'Scaling out')")
     p.add_argument("--executor-options", metavar="JSON",
                    help='submitit parameters, e.g. \'{"slurm_partition": "gpu", "gpus_per_node": 1}\'')
 

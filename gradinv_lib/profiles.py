@@ -31,12 +31,12 @@ class Profile:
 PROFILES = {
     "quick": Profile(
         name="quick", model="lenet_bn", weights="random", resolution=32, dataset="pool",
-        config=InversionConfig(iterations=1000, lr=0.1, warmup=20, seeds=4, group="registered",
+        config=InversionConfig(iterations=800, lr=0.1, warmup=20, seeds=4, group="registered",
                                log_every=25, checkpoint_every=100, register_every=25),
-        label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96), compare_iterations=1000,
+        label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96), compare_iterations=800,
         client_bn_mode="train",
         notes="Randomly initialised LeNet with BatchNorm (DLG's network: four 5x5 convolutions, "
-              "sigmoid, width 32; models/lenet.py) at 32 px on the embedded pool; batch 8, 1000 "
+              "sigmoid, width 32; models/lenet.py) at 32 px on the embedded pool; batch 8, 800 "
               "iterations, 4 seeds with registered consensus, the 'balanced' term weighting, the "
               "client in train mode (BN normalises with its batch's statistics). Chosen by "
               "measurement at batch 8 (README, 'Quick profile'): the CIFAR ResNet-18 and ReLU "

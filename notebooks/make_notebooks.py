@@ -75,7 +75,7 @@ While it optimises, a live preview shows the batch (in Jupyter; run headless, e.
 papermill, it prints progress and keeps snapshots for a static strip instead)."""),
         new_code_cell(COMMON_PARAMETERS + '''\
 BATCH_SIZE = None   # None: 8
-ITERATIONS = None   # None: the profile's (quick: 1000, paper: 20K)
+ITERATIONS = None   # None: the profile's (quick: 800, paper: 20K)
 SEEDS = None        # None: the profile's seeds with its group consistency (quick: 4, paper: 8)
 LIVE_PREVIEW = True # ipywidgets preview while optimising (set False when run headless)
 ''', metadata={"tags": ["parameters"]}),
@@ -168,7 +168,7 @@ ResNet-18."""),
         new_code_cell(COMMON_PARAMETERS + '''\
 BATCH_SIZE = None   # None: 8, as in Tables 2-3
 BATCHES = None      # None: 5 batches of distinct labels per row (batch seeds SEED .. SEED + 4)
-ITERATIONS = None   # None: the profile's iterations for every row (quick: 1000, paper: 20K)
+ITERATIONS = None   # None: the profile's iterations for every row (quick: 800, paper: 20K)
 SEEDS = None        # seeds G of the group rows; None: the profile's, at least 4 (paper: 8)
 ROWS = None         # None: all of grad, fidelity, group_lazy, group_registered
 STRENGTH_MODELS = None      # None: the quick network at widths 16, 32, 64 (quick); ResNet-18, -50, -50 MoCo (paper)
@@ -177,7 +177,7 @@ STRENGTH_RESOLUTION = None  # None: the profile's
         new_markdown_cell(QUICK_WARNING + """
 >
 > **Specific to these tables.** *Stopping:* every row runs the profile's full iteration count
-> (quick: 1000, with the learning rate decayed to zero), the budget at which doubling the
+> (quick: 800, with the learning rate decayed to zero), the budget at which doubling the
 > iterations lowers the final loss by less than 10%; the count is printed above each table.
 > *Samples:* each number is the mean ± std over 5 batches of 8 distinct labels, the same batches
 > for every row, whose per-batch values are kept in the cached JSON. *References:* two rows carry
@@ -238,7 +238,7 @@ scored by the same metrics."""),
         new_code_cell(COMMON_PARAMETERS + '''\
 BATCH_SIZE = None   # None: 8, as in Table 4
 BATCHES = None      # None: 5 batches of distinct labels (batch seeds SEED .. SEED + 4, Table 2's)
-ITERATIONS = None   # None: the profile's iterations for every attack (quick: 1000)
+ITERATIONS = None   # None: the profile's iterations for every attack (quick: 800)
 SEEDS = None        # GradInversion's seeds; None: the profile's, at least 4 (paper: 8)
 ATTACKS = None      # None: every Table 4 attack (gan_projection needs BigGAN weights)
 IG_RESTARTS = 1     # Inverting Gradients restarts (the lowest final loss wins)
@@ -267,7 +267,7 @@ FIG5_ITERATIONS = None  # None: the profile's iterations
                       "needs_true_labels=\"needs labels\"))"),
         new_markdown_cell("**What the measurements say**, generated from the cached results (where the "
                           "paper's ordering does not hold, the line says so):"),
-        new_code_cell("Markdown(study.claims(ctx))"),
+        new_code_cell("Markdown(study.claims(ctx, fig5=False))"),
         new_code_cell(show("[study.plot_table4(ctx, pdf=PDF)]")),
         new_markdown_cell("""## Fig. 5: batch 1, a hard sample
 

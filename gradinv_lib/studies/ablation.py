@@ -3,15 +3,14 @@ Table 3 (network strength), each row over the same several batches beside the tw
 reference rows (noise start, mean colour), with whether each step moves the paper's way beyond
 the spread over batches.
 
-Quick-profile budget (this 2-core CPU, 2 worker processes of one thread each; batch 8, the
-profile's 1000 iterations). Per run on a quiet machine: one seed ~38 s, 4 seeds registered ~90 s
-(lead's measurement); relative to one seed, measured here: width 16 x0.4, width 64 x1.4, Inverting
-Gradients and DLG x0.7, DeepInversion x0.27; scoring a run (bounded registration, Lite0 features,
-identification) ~1.5 s:
-  Table 2: 5 batches x (38 + 38 + 90 + 90 + 4 x 1.5) s                   ~ 1310 CPU-s
-  Table 3: 5 batches x (15 + 51 + 2 x 1.5) s (width 32: Table 2's runs)   ~  345 CPU-s
-  reference rows, the pool's Lite0 features, worker start-up             ~   60 CPU-s
-  notebook 02: ~1720 CPU-s, ~15 min wall on 2 workers (03_comparison: ~880 CPU-s more).
+Quick-profile budget (this 2-core CPU, 2 worker processes of one thread each; batch 8). Measured
+in a full reproduction at 1000 iterations: one seed ~45 CPU-s a run, 4 seeds registered ~150
+(3.3x: the 2M-weight classifier's per-seed gradients dominate), notebook 02 2489 CPU-s / 1363 s
+wall with width 64 in Table 3 (2.5x a width-32 run). Hence the profile's 800 iterations and
+Table 3 on widths 16 and 32 (32: Table 2's runs):
+  Table 2: 5 batches x (36 + 36 + 120 + 120) s                            ~ 1560 CPU-s
+  Table 3: 5 batches x 15 s                                               ~   75 CPU-s
+  notebook 02: ~1700 CPU-s, ~15 min wall on 2 workers.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from .tables import RowSpec, claims_markdown, display_columns, run_table, summar
 
 BATCHES = 5                      # batches per row (issue 11: at least 5)
 BATCH_SIZE = 8                   # the paper's Tables 2-4
-QUICK_STRENGTH_MODELS = (("lenet_bn16", "random"), ("lenet_bn", "random"), ("lenet_bn64", "random"))
+QUICK_STRENGTH_MODELS = (("lenet_bn16", "random"), ("lenet_bn", "random"))   # width 64: 2.5x the cost
 PAPER_STRENGTH_MODELS = (("resnet18", "default"), ("resnet50", "default"), ("resnet50_moco", "default"))
 PAPER_COLUMNS = ("feature_dist", "fft2d", "psnr", "lpips")
 
@@ -121,6 +120,10 @@ def plot_image_rows(out, name: str, title: str, pdf: bool = True):
     """The cached originals and reconstructions of ``name`` (table2_images / table3_images) as a grid."""
     from ..plotting import image_grid
     rows = load_tensors(out, name)
+    table = {"table2_images": "table2_ablation", "table3_images": "table3_strength"}.get(name)
+    if table:  # the originals, then the table's row order (runs finish in any order)
+        order = ["original", *(r.get("row") for r in load_results(out, table)["rows"])]
+        rows = dict(sorted(rows.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     fig = image_grid(rows)
     fig.suptitle(title, fontsize=9, y=1.01)
     return save_study_figure(fig, out, name, pdf)

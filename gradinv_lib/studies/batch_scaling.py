@@ -3,16 +3,13 @@ over several batches per size, beside the noise-start and mean-colour references
 versus batch size. The same sweep (:func:`batch_sweep`) gives Fig. 8 its attacks
 (``identifiability``), which reuses these runs where their run keys match.
 
-Quick-profile budget (this 2-core CPU, 2 worker processes of one thread; the profile's 1000
-iterations, ONE seed, no group term; measured ~10 s at batch 1, ~38 s at batch 8, ~75 s at 16,
-about linear in between; the two reference rows of a batch cost 0.4 s at batch 1 to 7 s at 16,
-scored in the workers too):
-  sizes 1, 2, 4, 8, 16: 10 + 14 + 22 + 38 + 75 = 159 s per batch seed (+ ~12 s references)
-  x 8 batch seeds                                = ~1370 CPU-s
-  + workers' start and the pool's Lite0 features  ~   30 CPU-s
-  together ~ 1400 CPU-s, ~12 min wall on 2 workers.
-The profile's full method (4 seeds, registered consensus: ~2.4x a one-seed run) would need
-~3000 CPU-s here alone, which does not fit the 45-minute reproduction beside the other notebooks.
+Quick-profile budget (this 2-core CPU, 2 worker processes of one thread; the profile's 800
+iterations, ONE seed, no group term; ~8 s at batch 1, ~36 s at batch 8, ~60 s at 16, about linear
+in between; the two reference rows of a batch cost 0.4 s at batch 1 to 7 s at 16):
+  sizes 1, 4, 8, 16: 8 + 18 + 36 + 60 = 122 s per batch seed (+ ~10 s references)
+  x 8 batch seeds                                = ~1060 CPU-s, ~9 min wall on 2 workers.
+The profile's full method (4 seeds, registered consensus: 3.3x a one-seed run) would need
+~3500 CPU-s here alone, which does not fit the 45-minute reproduction beside the other notebooks.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from .common import StudyContext, load_results, load_tensors, pick, save_results
 from .runs import attack_job, batch_seeds, client_bn_mode, pool_gallery, run_key, study_config
 from .tables import reference_rows, reusable_runs, summarise
 
-QUICK_BATCH_SIZES = (1, 2, 4, 8, 16)
+QUICK_BATCH_SIZES = (1, 4, 8, 16)
 PAPER_BATCH_SIZES = (1, 8, 16, 32, 48)
 BATCHES = 8                      # batches per size (issue 11: IIP needs at least 8)
 RECONSTRUCTION = "reconstruction"

@@ -2,14 +2,13 @@
 client updates of the same batches with the same iteration budget) and Fig. 5 (batch 1, a hard
 sample: DLG and Inverting Gradients beside GradInversion).
 
-Quick-profile budget (2 workers of one thread; batch 8, the profile's 1000 iterations; costs
-as measured in ``ablation``'s docstring):
+Quick-profile budget (2 workers of one thread; batch 8, the profile's 800 iterations; measured
+at 1000 iterations per run: BN_approx 137 CPU-s, Inverting Gradients with 4 restarts 40, DLG 37,
+DeepInversion 12; 03 took 650 s wall):
   Table 4: GradInversion BN_exact is Table 2's "+ R_group registered" runs (same batches, same
-           config: reused, 0 s); 5 batches x (BN_approx 90 + Inverting Gradients, 4 restarts 90 +
-           DLG 27 + DeepInversion 10 + 4 x 1.5) s                         ~ 1100 CPU-s
-  Fig. 5:  batch 1, three attacks (4 + 1 + 1 seeds), references           ~   50 CPU-s
-  worker start-up, reference rows                                        ~   30 CPU-s
-  notebooks 02 + 03: ~2600 CPU-s, ~22 min wall on 2 workers (10% over their 20-minute share).
+           config: reused, 0 s); 5 batches x (110 + 32 + 30 + 10) s        ~  910 CPU-s
+  Fig. 5:  batch 1, three attacks, references                            ~   50 CPU-s
+  notebook 03: ~1000 CPU-s, ~9 min wall on 2 workers.
 """
 
 from __future__ import annotations
@@ -128,10 +127,13 @@ def fig5(ctx: StudyContext, sample: int | None = None, iterations: int | None = 
     return save_results(ctx, "fig5_batch1", rows, settings, started)
 
 
-def claims(out) -> str:
+def claims(out, fig5: bool = True) -> str:
     """Markdown measured from the cached Table 4 (does GradInversion BN_exact beat each row
-    beyond the spread?) and Fig. 5's sample (how hard, and what its mean colour alone scores)."""
+    beyond the spread?) and, with ``fig5``, Fig. 5's sample (how hard, and what its mean colour
+    alone scores)."""
     text = claims_markdown(out, (("table4_comparison", "Table 4"),))
+    if not fig5:
+        return text
     try:
         record = load_results(out, "fig5_batch1")
     except MissingAssetError:

@@ -8,13 +8,12 @@ The attacks are ``batch_scaling.batch_sweep``'s: the random population's batches
 (same seeds, same configuration), reused from figures/<profile>/04_batch_scaling when it holds
 runs with the same run keys (``gradinv reproduce`` runs 04 first).
 
-Quick-profile budget (2 worker processes, one thread each; one-seed runs of the profile's 1000
-iterations: ~10 s at batch 1, ~75 s at 16; reference rows ~0.4 s and ~7 s):
-  random population: 04's runs and reference rows reused      ~   0 CPU-s (~1370 without them)
-  vulnerable population, sizes 1 and 16 x 8 batches: 8 x 93    ~ 740 CPU-s
+Quick-profile budget (2 worker processes, one thread each; one-seed runs of the profile's 800
+iterations: ~36 s at batch 8):
+  random population: 04's runs and reference rows reused      ~   0 CPU-s (~1060 without them)
+  vulnerable population, size 8 x 8 batches: 8 x 38            ~ 300 CPU-s
   per-image gradient norms of the pool, workers' start           ~  60 CPU-s
-  together ~ 800 CPU-s, ~7 min wall on 2 workers. With 00 (~110 CPU-s, one batch of 8 with 4
-  seeds), 01 (~145) and 04 (~1370), the four notebooks take ~2400 CPU-s, ~20 min on 2 cores.
+  together ~ 360 CPU-s, ~3 min wall on 2 workers.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from .batch_scaling import (BATCHES, PAPER_BATCH_SIZES, QUICK_BATCH_SIZES, RECON
 from .common import StudyContext, load_results, pick, save_results, save_study_figure
 from .tables import summarise
 
-QUICK_VULNERABLE_SIZES = (1, 16)     # budget: see the module docstring
+QUICK_VULNERABLE_SIZES = (8,)       # budget: see the module docstring
 QUICK_VULNERABLE_FRACTION = 0.25     # see vulnerable_population: the pool has ~1 image per class
 ID_COLUMNS = ("iip", "iip_sibling", "pixel_nn_hit", "pixel_nn_sibling")
 SCALING_RESULTS = "../04_batch_scaling/batch_scaling"

@@ -4,8 +4,8 @@ for a static strip when run headless, e.g. by papermill), the reconstruction's m
 content-free references, its identification among the whole pool, and each weighted term's force
 on the images at the start and the end (does one term drown the others?).
 
-Quick-profile budget: one batch of 8, 4 seeds (vmap), 1000 iterations: ~90 CPU-s, + ~15 s for the
-pool's pretrained-Lite0 features and scoring."""
+Quick-profile budget: one batch of 8, 4 seeds (vmap), the profile's 800 iterations: ~120 CPU-s,
++ ~15 s for the pool's pretrained-Lite0 features and scoring (137 s wall at 1000 iterations)."""
 
 from __future__ import annotations
 

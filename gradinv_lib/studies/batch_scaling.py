@@ -31,8 +31,8 @@ RECONSTRUCTION = "reconstruction"
 REFERENCES = ("noise start", "mean colour")
 FIG6_METRICS = (("psnr", "PSNR (dB) ↑"), ("psnr_registered", "PSNR registered (dB) ↑"), ("ssim", "SSIM ↑"),
                 ("fft2d", "FFT-2D ↓"))
-STOPPING = ("the profile's iterations; the lead's measurement on the quick network at batch 8: "
-            "doubling them lowers the final loss by less than 10%")
+STOPPING = ("the profile's iterations; measured on the quick network at batch 8 (README, "
+            "'Budgets'): doubling them lowers the final loss by less than 10%")
 
 
 def scaling_config(ctx: StudyContext, iterations: int | None = None, seeds: int | None = None):

@@ -16,11 +16,10 @@ TINY_BY_NOTEBOOK = {
     "00_quickstart": {"BATCH_SIZE": 2, "ITERATIONS": 3, "SEEDS": 2, "LIVE_PREVIEW": False},
     "01_label_recovery": {"BATCH_SIZES": [1, 8, 64], "TRIALS": 4, "REPEAT_BATCH": 4, "REPEATS": [1, 2],
                           "REPEAT_TRIALS": 2, "LABEL_RESOLUTION": 64},
-    "02_ablation": {"BATCH_SIZE": 2, "ITERATIONS": 2, "SEEDS": 2, "STRENGTH_ITERATIONS": 1,
-                    "STRENGTH_MODELS": [["efficientnet_lite0", "default"], ["resnet18", "random"]],
-                    "STRENGTH_RESOLUTION": 32},
-    "03_comparison": {"BATCH_SIZE": 2, "ITERATIONS": 2, "ATTACKS": ["dlg", "gradinversion_bn_exact"],
-                      "FIG5_SAMPLE": 0, "FIG5_ITERATIONS": 2},
+    "02_ablation": {"BATCH_SIZE": 2, "ITERATIONS": 2, "SEEDS": 2, "BATCHES": 2,
+                    "STRENGTH_MODELS": [["lenet_bn16", "random"], ["lenet_bn", "random"]]},
+    "03_comparison": {"BATCH_SIZE": 2, "ITERATIONS": 2, "SEEDS": 2, "BATCHES": 2,
+                      "ATTACKS": ["dlg", "gradinversion_bn_exact"], "FIG5_SAMPLE": 0, "FIG5_ITERATIONS": 2},
     "04_batch_scaling": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES": 2},
     "05_identifiability": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES_PER_SIZE": 2, "VULNERABLE_SIZES": [2]},
 }
@@ -95,12 +94,14 @@ def test_label_recovery(tmp_path):
 def test_ablation(tmp_path):
     out = _execute("02_ablation", tmp_path)
     rows = _rows(out, "table2_ablation")
-    assert [r["objective"] for r in rows] == ["noise", "grad", "fidelity", "group_lazy", "group_registered"]
+    assert [r["row"] for r in rows] == ["noise start", "mean colour", "grad", "fidelity", "group_lazy",
+                                        "group_registered"]
     assert rows[0]["paper_psnr"] == 9.964 and rows[-1]["paper_fft2d"] == 0.175
-    for row in rows[1:]:
+    for row in rows[2:]:
         _finite_metrics(row)
+        assert row["batches"] == 2 and row["psnr_std"] is not None and "direction" in row
     strength = _rows(out, "table3_strength")
-    assert [r["pretrained"] for r in strength] == [True, False]
+    assert [r["row"] for r in strength][-2:] == ["lenet_bn16 (random)", "lenet_bn (random)"]
     assert (out / "table2_images.png").exists() and (out / "table3_images.png").exists()
 
 
@@ -129,11 +130,13 @@ def test_batch_scaling_then_identifiability(tmp_path):
 @pytest.mark.notebooks
 def test_comparison(tmp_path):
     out = _execute("03_comparison", tmp_path)
-    rows = {r["method"]: r for r in _rows(out, "table4_comparison")}
-    assert list(rows) == ["noise", "dlg", "gradinversion_bn_exact"]
+    rows = {r["row"]: r for r in _rows(out, "table4_comparison")}
+    assert list(rows) == ["noise start", "mean colour", "gradinversion_bn_exact", "dlg"]
     assert rows["gradinversion_bn_exact"]["paper_psnr"] == 12.929 and rows["dlg"]["paper_fft2d"] == 0.602
     assert all(0 <= r["fft2d"] <= 1 and 0 < r["psnr"] < 60 for r in rows.values())
+    assert rows["dlg"]["batches"] == 2 and "direction" in rows["dlg"]
     fig5 = _rows(out, "fig5_batch1")
-    assert [r["method"] for r in fig5] == ["dlg", "inverting_gradients", "gradinversion_bn_exact"]
+    assert [r["row"] for r in fig5] == ["noise start", "mean colour", "dlg", "inverting_gradients",
+                                        "gradinversion_bn_exact"]
     assert all(0 <= r["fft2d"] <= 1 for r in fig5)
     assert (out / "fig5_batch1.png").exists() and (out / "table4_comparison.png").exists()

@@ -3,7 +3,7 @@ client updates of the same batches with the same iteration budget) and Fig. 5 (b
 sample: DLG and Inverting Gradients beside GradInversion).
 
 Quick-profile budget (2 workers of one thread; batch 8, the profile's 800 iterations; measured
-at 1000 iterations per run: BN_approx 137 CPU-s, Inverting Gradients with 4 restarts 40, DLG 37,
+at 1000 iterations per run: BN_approx 137 CPU-s, Inverting Gradients (1 restart) 40, DLG 37,
 DeepInversion 12; 03 took 650 s wall):
   Table 4: GradInversion BN_exact is Table 2's "+ R_group registered" runs (same batches, same
            config: reused, 0 s); 5 batches x (110 + 32 + 30 + 10) s        ~  910 CPU-s

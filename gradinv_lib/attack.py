@@ -9,6 +9,7 @@ from .bn_stats import bn_mode, running_bn_stats
 from .client import ClientUpdate, check_update_fits, target_gradients, validate_labels
 from .config import InversionConfig
 from .errors import InputError
+from .fedavg import client_step_for
 from .inversion import InversionResult, run_inversion
 from .labels import recover_labels_from_update
 from .objectives import BNPrior, GradientMatching, GroupConsistency, L2Prior, Objective, TotalVariation
@@ -51,6 +52,10 @@ def gradinversion(model, update: ClientUpdate, config: InversionConfig = Inversi
                   labels: torch.Tensor | None = None, **loop_options) -> InversionResult:
     """Recover the batch behind ``update``: labels by ``config.label_rule`` unless given, then images.
 
+    A FedAvg update (``update.local_steps > 1`` or a smaller local batch) is matched through the
+    client's unrolled local steps (:mod:`gradinv_lib.fedavg`); recovered labels, sorted, fill the
+    mini-batches in order, since the client's order is unknown.
+
     ``loop_options`` go to :func:`gradinv_lib.inversion.run_inversion` (device, callback,
     checkpoint_dir, resume, progress).
     """
@@ -62,4 +67,4 @@ def gradinversion(model, update: ClientUpdate, config: InversionConfig = Inversi
     objective = build_objective(model, update, config)
     with bn_mode(model, update.bn_mode):  # BN normalises as it did in the client's forward
         return run_inversion(model, objective, torch.as_tensor(labels), update.image_shape,
-                             config, **loop_options)
+                             config, client_step=client_step_for(update), **loop_options)

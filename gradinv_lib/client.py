@@ -1,13 +1,15 @@
-"""FedSGD client simulation (paper sec. 3, threat model): the shared update of one private batch.
+"""Client simulation (paper sec. 3, threat model): the shared update of one private batch.
 
-The client computes the batch-averaged cross-entropy gradient of every trainable parameter on its
-batch (x*, y*) and, in the BN_exact setting, the per-layer BN input statistics of that batch.
-An update is saved as one ``torch.save`` file of plain tensors and dicts (loadable with
+A FedSGD client computes the batch-averaged cross-entropy gradient of every trainable parameter
+on its batch (x*, y*) and, in the BN_exact setting, the per-layer BN input statistics of that
+batch. A FedAvg client (beyond the paper) takes ``local_steps`` SGD steps over mini-batches first
+(:mod:`gradinv_lib.fedavg`). An update is saved as one ``torch.save`` file of plain tensors and dicts (loadable with
 ``weights_only=True``), tagged with a format name and version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from torch import Tensor
 
 from .bn_stats import BN_MODES, bn_mode as _bn_mode, record_bn_inputs
 from .errors import InputError, MissingAssetError
+from .fedavg import check_local_training, local_training
 
 FORMAT_TAG = "gradinv-client-update"
 FORMAT_VERSION = 1
@@ -26,13 +29,18 @@ _PIXEL_TOL = 1e-6
 
 @dataclass
 class ClientUpdate:
-    """What a FedSGD client shares (plus its true labels, kept for evaluation only).
+    """What a client shares (plus its true labels, kept for evaluation only).
 
-    gradients: parameter name (as in ``model.named_parameters()``) -> batch-mean CE gradient.
+    gradients: parameter name (as in ``model.named_parameters()``) -> batch-mean CE gradient
+        (FedSGD, ``local_steps == 1``); for a FedAvg client, ``(w_global - w_local) / lr``, the
+        sum of its local steps' gradients (equal to the gradient when K = 1).
     bn_stats: BN module name -> (input mean, BIASED input variance) of the client's batch, shape (C,).
     batch_size, image_shape (C, H, W), model_name: metadata of the batch and network.
     bn_mode: "eval" (BN used running stats in the client's forward) or "train" (batch stats).
     labels: the true labels (B,); the attack never reads them; may be None.
+    local_steps, lr, local_batch_size: the client's local training (K SGD steps with learning
+        rate lr over consecutive mini-batches of ``local_batch_size`` images, None: the whole
+        batch); K = 1 over the whole batch is FedSGD, where lr may be None.
     """
 
     gradients: dict[str, Tensor]
@@ -42,11 +50,18 @@ class ClientUpdate:
     model_name: str
     bn_mode: str = "eval"
     labels: Tensor | None = field(default=None)
+    local_steps: int = 1
+    lr: float | None = None
+    local_batch_size: int | None = None
+
+    @property
+    def is_fedsgd(self) -> bool:
+        """One step over the whole batch: ``gradients`` is the batch-mean gradient itself."""
+        return self.local_steps == 1 and self.local_batch_size in (None, self.batch_size)
 
     def without_labels(self) -> "ClientUpdate":
         """A copy without the true labels (what an attacker actually receives)."""
-        return ClientUpdate(self.gradients, self.bn_stats, self.batch_size, self.image_shape,
-                            self.model_name, self.bn_mode, None)
+        return dataclasses.replace(self, labels=None)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -86,34 +101,49 @@ def trainable_parameters(model) -> dict[str, Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def simulate_client(model, images01: Tensor, labels: Tensor, bn_mode: str = "train") -> ClientUpdate:
-    """One FedSGD client step: gradients of the mean cross-entropy on (images01, labels).
+def simulate_client(model, images01: Tensor, labels: Tensor, bn_mode: str = "train",
+                    local_steps: int = 1, lr: float | None = None,
+                    local_batch_size: int | None = None) -> ClientUpdate:
+    """A client's update on (images01, labels): FedSGD by default, FedAvg with ``local_steps``.
 
-    Images are pixel-space [0, 1], normalised with ``model.normalize``. ``bn_mode`` as in
-    :func:`gradinv_lib.bn_stats.bn_mode`: "train" (default) as a FedSGD client that trains, BN
-    normalising with the batch's own statistics (what BN_exact shares); "eval" with running ones; the model's modes and running statistics are unchanged
-    afterwards. The recorded BN statistics are always those of this batch (BN_exact targets).
+    FedSGD (K = 1, whole batch): the gradients of the mean cross-entropy. FedAvg: K SGD steps of
+    learning rate ``lr`` over consecutive mini-batches of ``local_batch_size`` images (cycling
+    through the batch in order; None: the whole batch each step), sharing
+    ``(w_global - w_local) / lr`` (:func:`gradinv_lib.fedavg.local_training`). Images are
+    pixel-space [0, 1], normalised with ``model.normalize``. ``bn_mode`` as in
+    :func:`gradinv_lib.bn_stats.bn_mode`: "train" (default) as a client that trains, BN
+    normalising with the batch's own statistics (what BN_exact shares); "eval" with running
+    ones; the model's modes and running statistics are unchanged afterwards. The recorded BN
+    statistics are always those of the whole batch at the global weights (BN_exact targets).
 
     Shape:
         images01: (B, 3, H, W) float in [0, 1]; labels: (B,) int64.
     """
     validate_images01(images01)
     validate_labels(labels, images01.shape[0], model.num_classes)
+    batch = int(images01.shape[0])
+    check_local_training(batch, local_steps, lr, local_batch_size)
     params = trainable_parameters(model)
     ref = next(iter(params.values()))
-    x = images01.to(device=ref.device, dtype=ref.dtype)
+    x = model.normalize(images01.to(device=ref.device, dtype=ref.dtype))
     y = labels.to(ref.device)
-    with _bn_mode(model, bn_mode), record_bn_inputs(model) as stats:
-        loss = F.cross_entropy(model(model.normalize(x)), y)
-        grads = torch.autograd.grad(loss, list(params.values()))
+    with _bn_mode(model, bn_mode):
+        with record_bn_inputs(model) as stats:
+            loss = F.cross_entropy(model(x), y)
+            grads = torch.autograd.grad(loss, list(params.values()))
+        if not (local_steps == 1 and local_batch_size in (None, batch)):
+            grads = local_training(model, x, y, local_steps, lr, local_batch_size)
     return ClientUpdate(
         gradients={n: g.detach() for n, g in zip(params, grads)},
         bn_stats={n: (m.detach(), v.detach()) for n, (m, v) in stats.items()},
-        batch_size=int(images01.shape[0]),
+        batch_size=batch,
         image_shape=tuple(int(s) for s in images01.shape[1:]),
         model_name=str(model.name),
         bn_mode=bn_mode,
         labels=labels.detach().cpu().clone(),
+        local_steps=int(local_steps),
+        lr=None if lr is None else float(lr),
+        local_batch_size=None if local_batch_size is None else int(local_batch_size),
     )
 
 
@@ -130,6 +160,9 @@ def _to_payload(update: ClientUpdate) -> dict:
         "model_name": str(update.model_name),
         "bn_mode": str(update.bn_mode),
         "labels": None if update.labels is None else cpu(update.labels),
+        "local_steps": int(update.local_steps),
+        "lr": update.lr,
+        "local_batch_size": update.local_batch_size,
     }
 
 
@@ -165,6 +198,10 @@ def _from_payload(payload, path: str) -> ClientUpdate:
             model_name=str(payload["model_name"]),
             bn_mode=str(payload["bn_mode"]),
             labels=payload["labels"],
+            local_steps=int(payload.get("local_steps", 1)),
+            lr=None if payload.get("lr") is None else float(payload["lr"]),
+            local_batch_size=(None if payload.get("local_batch_size") is None
+                              else int(payload["local_batch_size"])),
         )
     except (KeyError, TypeError, IndexError, ValueError) as e:
         raise bad(f"missing or malformed field ({type(e).__name__}: {e})") from e
@@ -234,6 +271,7 @@ def check_update_fits(update: ClientUpdate, model) -> None:
         _check_tensor(f"bn_stats[{name!r}] var", var, (c,))
     if update.bn_mode not in BN_MODES:
         raise InputError(f"bn_mode: expected one of {BN_MODES}, found {update.bn_mode!r}")
+    check_local_training(update.batch_size, update.local_steps, update.lr, update.local_batch_size)
 
 
 def target_gradients(update: ClientUpdate, model) -> list[Tensor]:

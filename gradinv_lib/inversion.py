@@ -135,11 +135,12 @@ class InversionLoop:
     """
 
     def __init__(self, model, objective: Objective, labels: Tensor, image_shape,
-                 config: InversionConfig, device=None, seed_group=None):
+                 config: InversionConfig, device=None, seed_group=None, client_step=None):
         self.device = torch.device(device or next(model.parameters()).device)
         if self.device.type == "cpu":
             keep_freed_memory()
         self.model, self.objective, self.config = model, objective, config
+        self.client_step = client_step or per_seed_gradients
         self.labels = labels.to(self.device)
         self.shape = (config.seeds, len(self.labels), *image_shape)
         self.lo, self.hi = image_box(model, self.device)
@@ -164,7 +165,7 @@ class InversionLoop:
         objective, config = self.objective, self.config
         state = AttackState(images=x)
         if objective.needs_grads or objective.needs_bn:
-            state.grads, state.bn = per_seed_gradients(
+            state.grads, state.bn = self.client_step(
                 self.model, x, self.labels, with_bn=objective.needs_bn, mode=config.seed_mode,
                 amp=config.amp)
         if objective.needs_consensus:
@@ -225,7 +226,8 @@ class InversionLoop:
 def run_inversion(model, objective: Objective, labels: Tensor, image_shape, config: InversionConfig,
                   device=None, callback: Callable[[Progress], None] | None = None,
                   callback_every: int | None = None, checkpoint_dir: str | Path | None = None,
-                  resume: bool = False, progress: bool = True, seed_group=None) -> InversionResult:
+                  resume: bool = False, progress: bool = True, seed_group=None,
+                  client_step=None) -> InversionResult:
     """Minimise ``objective`` over G seeds of a batch of ``len(labels)`` images (eq. 1).
 
     Every ``config.checkpoint_every`` iterations and on SIGINT/SIGTERM the state is saved
@@ -236,7 +238,7 @@ def run_inversion(model, objective: Objective, labels: Tensor, image_shape, conf
     the seeds; every process returns the same result for all G seeds. Checkpoints and callback
     images are then this process's seeds only (give each process its own ``checkpoint_dir``).
     """
-    loop = InversionLoop(model, objective, labels, image_shape, config, device, seed_group)
+    loop = InversionLoop(model, objective, labels, image_shape, config, device, seed_group, client_step)
     first = 0
     if resume and checkpoint_dir is not None:
         state = load_checkpoint(checkpoint_dir, loop.device)

@@ -26,14 +26,15 @@ def _autocast(images: Tensor, enabled: bool):
 
 def per_seed_gradients(model, images: Tensor, labels: Tensor, with_bn: bool = False,
                        mode: str = "vmap", amp: bool = False):
-    """Gradients of mean cross-entropy w.r.t. every parameter, separately for each seed.
+    """Gradients of mean cross-entropy w.r.t. every trainable parameter, separately for each seed.
 
     The result stays in the autograd graph of ``images`` (double backward, eq. 3). BN normalises
     as the model is set (use ``bn_stats.bn_mode`` to mimic a client in train mode).
 
     Shape:
         images: (G, B, C, H, W) normalised; labels: (B,).
-        returns: list of (G, *param.shape) in ``model.parameters()`` order, and a dict
+        returns: list of (G, *param.shape) in ``model.parameters()`` order (trainable ones,
+        as ``client.target_gradients``), and a dict
         BN name -> (mean (G, C), var (G, C)) (empty unless ``with_bn``).
     """
     if mode == "vmap" and images.shape[0] > 1:  # one seed: the plain pass, no vmap overhead
@@ -42,9 +43,10 @@ def per_seed_gradients(model, images: Tensor, labels: Tensor, with_bn: bool = Fa
 
 
 def _vmap_gradients(model, images, labels, with_bn, amp):
-    names = [n for n, _ in model.named_parameters()]
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    buffers = dict(model.named_buffers())
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    buffers.update(model.named_buffers())
 
     def seed_loss(p, x):
         with record_bn_inputs(model) if with_bn else nullcontext({}) as stats, _autocast(x, amp):
@@ -57,7 +59,7 @@ def _vmap_gradients(model, images, labels, with_bn, amp):
 
 def _loop_gradients(model, images, labels, with_bn, amp):
     """Reference path: one autograd.grad(create_graph=True) per seed."""
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
     per_seed, stats = [], []
     for x in images:
         with record_bn_inputs(model) if with_bn else nullcontext({}) as seed_stats, _autocast(x, amp):

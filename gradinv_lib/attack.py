@@ -3,6 +3,8 @@ asks for (eqs. 3, 9, 12) and run the loop. Prior attacks reuse these pieces with
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .bn_stats import bn_mode, running_bn_stats
@@ -48,6 +50,17 @@ def build_objective(model, update: ClientUpdate, config: InversionConfig) -> Obj
     return objective
 
 
+def without_bn_prior_if_no_bn(model, config: InversionConfig) -> InversionConfig:
+    """A network without BatchNorm (e.g. a wrapped user model) has no statistics for R_BN
+    (eq. 9): the prior is switched off, with a warning, and the result's config says
+    ``bn_target='none'``."""
+    if config.bn_target == "none" or model.bn_layers():
+        return config
+    warnings.warn(f"{model.name!r} has no BatchNorm layers: the BN prior is off "
+                  f"(bn_target={config.bn_target!r} -> 'none')", stacklevel=3)
+    return config.replace(bn_target="none")
+
+
 def gradinversion(model, update: ClientUpdate, config: InversionConfig = InversionConfig(),
                   labels: torch.Tensor | None = None, **loop_options) -> InversionResult:
     """Recover the batch behind ``update``: labels by ``config.label_rule`` unless given, then images.
@@ -57,9 +70,10 @@ def gradinversion(model, update: ClientUpdate, config: InversionConfig = Inversi
     mini-batches in order, since the client's order is unknown.
 
     ``loop_options`` go to :func:`gradinv_lib.inversion.run_inversion` (device, callback,
-    checkpoint_dir, resume, progress).
+    checkpoint_dir, resume, progress, client_step).
     """
     check_update_fits(update, model)
+    config = without_bn_prior_if_no_bn(model, config)
     if labels is None:
         labels = recover_labels_from_update(update, model, rule=config.label_rule)
     else:
@@ -67,4 +81,4 @@ def gradinversion(model, update: ClientUpdate, config: InversionConfig = Inversi
     objective = build_objective(model, update, config)
     with bn_mode(model, update.bn_mode):  # BN normalises as it did in the client's forward
         return run_inversion(model, objective, torch.as_tensor(labels), update.image_shape,
-                             config, client_step=client_step_for(update), **loop_options)
+                             config, **{"client_step": client_step_for(update), **loop_options})

@@ -129,10 +129,22 @@ def _run_here(ctx, job: Job):
         raise
 
 
-def _pin_threads(threads: int) -> None:
-    """Worker initialiser: this process's share of the cores."""
+def _start_worker(threads: int, parent: int) -> None:
+    """Worker initialiser: this process's share of the cores, and a watchdog that ends the
+    worker when its parent is gone (a killed notebook kernel must not leave workers behind)."""
+    import threading
+
     import torch
     torch.set_num_threads(threads)
+    threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def exit_with_parent(parent: int, poll_s: float = 2.0) -> None:
+    """Return never: poll until this process's parent is no longer ``parent``, then exit(1)."""
+    import time
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 def run_in_worker(context: PortableContext, fn: Callable, kwargs: dict) -> bytes:
@@ -180,11 +192,20 @@ def _run_processes(ctx, jobs: list[Job], workers: int | None = None, threads: in
     workers = max(1, min(int(workers or cores), len(jobs)))
     threads = max(1, int(threads or cores // workers))
     portable = PortableContext.of(ctx, ctx.device)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_pin_threads, initargs=(threads,)) as pool:
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(threads, os.getpid()))
+    try:
         with _main_script_hidden(jobs):   # every worker starts within the first submits
             futures = [pool.submit(run_in_worker, portable, job.fn, job.kwargs) for job in jobs]
         return [pickle.loads(r) for r in _gather(jobs, futures, lambda _: "")]
+    except BaseException:  # Ctrl-C or a failed job: stop the running jobs now, not at their end
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in set(multiprocessing.active_children()) - before:
+            worker.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def run_jobs(ctx, jobs: list[Job], executor: str | None = None, folder: str | Path | None = None,

@@ -137,3 +137,13 @@ def test_batch_scaling_sweep_same_in_processes_and_locally(tmp_path, monkeypatch
     images = load_tensors(tmp_path, "batch_2_images")
     assert images["reconstruction"].shape == images["original"].shape == (2, 3, ctx.resolution, ctx.resolution)
     assert torch.isfinite(images["reconstruction"]).all()
+
+
+def test_a_worker_whose_parent_is_gone_exits():
+    """The watchdog of every 'processes' worker: once its parent is not the one it was started
+    by (a killed notebook kernel), the worker exits instead of idling with its memory."""
+    import subprocess
+    code = ("import os; from gradinv_lib.sweeps import exit_with_parent; "
+            "exit_with_parent(os.getppid() + 1, poll_s=0.01)")
+    done = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == 1

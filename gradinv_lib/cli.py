@@ -4,16 +4,10 @@ reproduce, bench). User errors print one line and exit 2; an interrupted run exi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from .errors import GradInvError
-
-
-def _print_json(data) -> None:
-    from .io import _json_default
-    print(json.dumps(data, indent=2, default=_json_default))
+from .command_setup import invert_config, model_data_args, print_json, resolve_device, setup
+from .errors import GradInvError, InputError
 
 
 # ----------------------------------------------------------------------------- doctor
@@ -25,61 +19,27 @@ def _doctor_args(p):
 def _doctor(args) -> int:
     from .doctor import doctor_report, format_report
     report = doctor_report(checks=not args.no_checks)
-    _print_json(report) if args.json else print(format_report(report))
+    print_json(report) if args.json else print(format_report(report))
     return 0
-
-
-# ----------------------------------------------------------------------------- shared options
-def _model_data_args(p):
-    p.add_argument("--profile", default="quick", choices=["quick", "paper"])
-    p.add_argument("--model", help="model name (default: the profile's)")
-    p.add_argument("--weights", help="'default', 'random' or a weight file (default: the profile's)")
-    p.add_argument("--dataset", help="pool | embedded | cifar10 | imagenet (default: the profile's)")
-    p.add_argument("--imagenet", help="ImageNet folder for --dataset imagenet (or $GRADINV_IMAGENET)")
-    p.add_argument("--resolution", type=int, help="image side in pixels (default: the profile's)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def _setup(args, with_data: bool = True, native_resolution: bool = False):
-    """(profile, model, dataset) from the profile with the command line's overrides; the dataset
-    is None without ``with_data`` (attacking a saved update needs none). Images come at the
-    profile's resolution, or at the model's own with ``native_resolution``."""
-    import torch
-    from .errors import InputError
-    from .profiles import build_for_dataset, default_device, get_profile, load_dataset
-    profile = get_profile(args.profile)
-    args.device = args.device or default_device()
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device: expected a device this machine has, found {args.device!r} "
-                         "but CUDA is not available; use --device cpu")
-    dataset_name = args.dataset or profile.dataset
-    model = build_for_dataset(args.model or profile.model, args.weights or profile.weights,
-                              dataset_name, device=args.device)
-    resolution = args.resolution or (model.input_size if native_resolution else profile.resolution)
-    dataset = load_dataset(dataset_name, resolution, args.imagenet) if with_data else None
-    return profile, model, dataset
 
 
 # ----------------------------------------------------------------------------- recover-labels
 def _labels_args(p):
-    _model_data_args(p)
+    model_data_args(p)
     p.add_argument("--trials", type=int, help="random batches (default: the profile's)")
     p.add_argument("--rule", default="min", choices=["min", "sum"], help="eq. 8 min rule or sum baseline")
 
 
 def _recover_labels(args) -> int:
     from .labels import evaluate_label_recovery
-    profile, model, dataset = _setup(args, native_resolution=True)
+    profile, model, dataset = setup(args, native_resolution=True)
     result = evaluate_label_recovery(model, dataset, batch_size=args.batch_size,
                                      trials=profile.label_trials if args.trials is None else args.trials, rule=args.rule,
                                      seed=args.seed)
     result.update(model=model.name, weights=model.weights_source, dataset=dataset.source,
                   resolution=dataset.images.shape[-1])
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(f"{args.rule} rule, batch {args.batch_size}, {result['trials']} trials: "
               f"label accuracy {100 * result['accuracy']:.2f}%, whole batches right "
@@ -88,23 +48,48 @@ def _recover_labels(args) -> int:
 
 
 # ----------------------------------------------------------------------------- invert
+def _update_args(g):
+    g.add_argument("--update", metavar="FILE", help="attack a saved client update instead of "
+                   "simulating one; its images are --resolution px (default: the model's input "
+                   "size) unless it records them")
+    g.add_argument("--format", default="auto", help="--update's format: gradinv (gradinv's tagged "
+                   "file), gradients (name -> gradient, .pt/.safetensors/.npz), weights (the client's "
+                   "local weights: a state dict, or a .npz list in state_dict order as Flower sends), "
+                   "delta (local - global weights); auto (default): detected")
+    g.add_argument("--global-weights", metavar="FILE", help="with --update: the weights the client "
+                   "started from (state dict or .npz list), loaded into the model (default: the "
+                   "model's, --weights)")
+    g.add_argument("--client-lr", metavar="LR", type=float, help="the client's local SGD learning "
+                   "rate: needed for weights, delta and multi-step updates (--lr is the attack's own "
+                   "step size)")
+    g.add_argument("--local-steps", metavar="K", type=int, help="the client's SGD steps before "
+                   "sending (default: 1, FedSGD); K > 1 is attacked through the unrolled steps")
+    g.add_argument("--local-batch-size", metavar="B", type=int,
+                   help="images per local step (default: the whole batch)")
+    g.add_argument("--no-update-checks", action="store_true", help="skip the scale and sign checks "
+                   "of an --update other than gradinv's (e.g. a client with momentum)")
+    g.add_argument("--originals", metavar="FILE", help="with --update: a .pt file of the private "
+                   "batch (B, 3, H, W) in [0, 1], or a dict with 'images' (and 'labels'), to score "
+                   "the reconstruction")
+    g.add_argument("--save-update", metavar="FILE",
+                   help="also save the client update to this file (gradinv format)")
+
+
 def _invert_args(p):
-    _model_data_args(p)
+    model_data_args(p)
     p.add_argument("--iterations", type=int)
     p.add_argument("--seeds", type=int, help="G, seeds optimised jointly (group consistency)")
     p.add_argument("--bn", choices=["exact", "running", "none"], help="BN prior target")
     p.add_argument("--group", choices=["none", "lazy", "registered"])
     p.add_argument("--registration", choices=["translation", "similarity", "affine"])
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="the attack's Adam learning rate (default: the profile's)")
     p.add_argument("--bn-mode", choices=["eval", "train"],
-                   help="BN mode of the simulated client's forward pass (default: the profile's, "
-                        "train: batch statistics, as a training FedSGD client)")
+                   help="BN mode of the client's forward pass (default: the profile's for a simulated "
+                        "client, train for an --update other than gradinv's, which records its own; "
+                        "train: batch statistics, as a training client)")
     p.add_argument("--weighting", choices=["balanced", "paper"],
                    help="term weighting: scale-free terms (balanced) or the paper's raw constants")
-    p.add_argument("--update", help="attack a saved client update instead of simulating one")
-    p.add_argument("--originals", help="with --update: a .pt file of the private batch (B, 3, H, W) "
-                   "in [0, 1], or a dict with 'images' (and 'labels'), to score the reconstruction")
-    p.add_argument("--save-update", help="also save the simulated client update to this file")
+    _update_args(p.add_argument_group("client update (--update FILE, or the simulated client)"))
     p.add_argument("--checkpoint", help="directory for atomic checkpoints (every N iterations, on SIGINT/SIGTERM)")
     p.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints (default: the profile's)")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -114,47 +99,60 @@ def _invert_args(p):
                    "torchrun started (gloo on CPU, NCCL on CUDA); rank 0 writes the results")
 
 
-def invert_config(profile, args):
-    """The profile's configuration with the command line's overrides applied."""
-    overrides = {"iterations": args.iterations, "seeds": args.seeds, "bn_target": args.bn,
-                 "group": args.group, "registration": args.registration, "lr": args.lr,
-                 "seed": args.seed, "checkpoint_every": args.checkpoint_every,
-                 "weighting": args.weighting}
-    config = profile.config.replace(**{k: v for k, v in overrides.items() if v is not None})
-    if args.seeds and args.seeds > 1 and args.group is None and config.group == "none":
-        config = config.replace(group="registered")
-    return config
+def _client_update(args, profile, model, dataset, config):
+    """(update, originals, true labels, data record): read from --update (originals only where
+    the user has them) or simulated on a batch sampled from --dataset."""
+    from .client import simulate_client
+    from .data import sample_batch
+    from .experiments import load_originals
+    from .update_formats import read_update
+    if not args.update:
+        batch = sample_batch(dataset, args.batch_size, seed=args.seed)
+        steps = 1 if args.local_steps is None else args.local_steps
+        update = simulate_client(model, batch.images.to(args.device), batch.labels.to(args.device),
+                                 bn_mode=args.bn_mode or profile.client_bn_mode, lr=args.client_lr,
+                                 local_steps=steps, local_batch_size=args.local_batch_size)
+        data = {"source": batch.source, "ids": batch.ids, "pseudo_labels": batch.pseudo.tolist()}
+        return update, batch.images, batch.labels, data
+    side = args.resolution
+    update = read_update(args.update, model, args.format, global_weights=args.global_weights,
+                         lr=args.client_lr, local_steps=args.local_steps,
+                         local_batch_size=args.local_batch_size, batch_size=args.batch_size,
+                         image_shape=(3, side, side) if side else None, bn_mode=args.bn_mode,
+                         checks=not args.no_update_checks)
+    if config.bn_target == "exact" and model.bn_layers() and not update.bn_stats:
+        default = ", the profile's default" if args.bn is None else ""
+        raise InputError(f"--update {args.update}: BN_exact (--bn exact{default}) needs the client "
+                         "batch's BN statistics, and this update carries none; use bn_target='running' "
+                         "(--bn running, BN_approx) or --bn none (only gradinv update files carry them)")
+    originals, true_labels = (load_originals(args.originals, update, model.num_classes)
+                              if args.originals else (None, None))
+    true_labels = true_labels if true_labels is not None else update.labels
+    return update, originals, true_labels, {"update": str(args.update), "originals": args.originals}
 
 
 def _invert(args) -> int:
     from .attack import gradinversion
-    from .client import load_update, save_update, simulate_client
-    from .data import sample_batch
-    from .errors import InputError
-    from .experiments import available_lpips, evaluate_attack, label_summary, load_originals, save_attack
+    from .client import save_update
+    from .experiments import available_lpips, evaluate_attack, label_summary, save_attack
     if args.resume and not args.checkpoint:
         raise InputError("--resume needs --checkpoint DIR (the directory of the interrupted run)")
     if args.originals and not args.update:
         raise InputError("--originals scores an attack on a saved --update; without --update the "
                          "batch is sampled from --dataset and its originals are known")
+    given = [o for o, v in (("--global-weights", args.global_weights),
+                            ("--format", args.format != "auto"),
+                            ("--no-update-checks", args.no_update_checks)) if v]
+    if given and not args.update:
+        raise InputError(f"{given[0]} reads a saved --update FILE; without --update the client is "
+                         "simulated on a batch sampled from --dataset")
     seed_group = None
     if args.distributed:
         from .distributed import setup_invert
         seed_group = setup_invert(args)
-    profile, model, dataset = _setup(args, with_data=not args.update)
+    profile, model, dataset = setup(args, with_data=not args.update)
     config = invert_config(profile, args)
-    if args.update:  # gradients captured elsewhere: originals only where the user has them
-        update = load_update(args.update)
-        originals, true_labels = (load_originals(args.originals, update, model.num_classes)
-                                  if args.originals else (None, None))
-        true_labels = true_labels if true_labels is not None else update.labels
-        data = {"update": str(args.update), "originals": args.originals}
-    else:
-        batch = sample_batch(dataset, args.batch_size, seed=args.seed)
-        update = simulate_client(model, batch.images.to(args.device), batch.labels.to(args.device),
-                                 bn_mode=args.bn_mode or profile.client_bn_mode)
-        originals, true_labels = batch.images, batch.labels
-        data = {"source": batch.source, "ids": batch.ids, "pseudo_labels": batch.pseudo.tolist()}
+    update, originals, true_labels, data = _client_update(args, profile, model, dataset, config)
     if args.save_update:
         save_update(update, args.save_update)
     result = gradinversion(model, update.without_labels(), config, device=args.device,
@@ -169,7 +167,7 @@ def _invert(args) -> int:
                          extra={"model": model.name, "weights": model.weights_source, "data": data,
                                 "lpips_unavailable": lpips_reason})
     if args.json:
-        _print_json({k: v for k, v in record.items() if k != "seed_metrics"})
+        print_json({k: v for k, v in record.items() if k != "seed_metrics"})
     elif "metrics" in record:
         m, n = record["metrics"], record["noise_metrics"]
         print(f"PSNR {m['psnr']:.2f} dB (noise {n['psnr']:.2f}), registered {m['psnr_registered']:.2f}, "
@@ -214,14 +212,14 @@ def _reproduce(args) -> int:
 # ----------------------------------------------------------------------------- compare
 def _compare_args(p):
     from .compare import add_cli_arguments
-    add_cli_arguments(p, _model_data_args)
+    add_cli_arguments(p, model_data_args)
 
 
 def _compare(args) -> int:
     from .compare import format_table4, run_cli, table4_csv
     record = run_cli(args)
     if args.json:
-        _print_json(record)
+        print_json(record)
     else:
         print(table4_csv(record["rows"]) if args.csv else format_table4(record["rows"]))
     return 0
@@ -235,17 +233,10 @@ def _bench_args(p):
 
 
 def _bench(args) -> int:
-    import torch
     from .bench import format_bench, run_bench, speed_targets
-    from .errors import InputError
-    from .profiles import default_device
-    device = args.device or default_device()
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device: expected a device this machine has, found {device!r} but CUDA "
-                         "is not available; use --device cpu")
-    report = run_bench(device=device, quick=args.quick)
+    report = run_bench(device=resolve_device(args.device), quick=args.quick)
     report["targets"] = speed_targets(report)
-    _print_json(report) if args.json else print(format_bench(report))
+    print_json(report) if args.json else print(format_bench(report))
     return 0
 
 

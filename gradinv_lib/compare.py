@@ -195,11 +195,11 @@ def run_cli(args) -> dict:
     """Run ``gradinv compare`` from parsed ``args``; writes table4.json/csv, returns the record."""
     from pathlib import Path
 
-    from .cli import _setup
+    from .command_setup import setup
     from .data import sample_batch
     from .experiments import available_lpips
     from .io import provenance, write_json_atomic
-    profile, model, dataset = _setup(args)
+    profile, model, dataset = setup(args)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     base = profile.config.replace(seed=args.seed,
                                   iterations=profile.compare_iterations or profile.config.iterations)

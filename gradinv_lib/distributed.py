@@ -116,11 +116,13 @@ def _leave() -> None:
         torch.distributed.destroy_process_group()
 
 
-def main(argv=None) -> int:
-    """``python -m gradinv_lib.distributed ARGS`` = ``gradinv invert --distributed ARGS``."""
-    from .cli import main as cli_main
+def main(cli_main, argv=None) -> int:
+    """``python -m gradinv_lib.distributed ARGS`` = ``gradinv invert --distributed ARGS``, run by
+    ``cli_main`` (the CLI's ``main``): the CLI imports this module, so this module never imports
+    the CLI; the script entry point below hands it in."""
     return cli_main(["invert", "--distributed", *(sys.argv[1:] if argv is None else argv)])
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # a script, above the CLI in the import graph (as `gradinv` itself is)
+    from gradinv_lib.cli import main as gradinv_main
+    sys.exit(main(gradinv_main))

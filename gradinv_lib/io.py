@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 
-def _atomic_write(path: str | Path, write) -> Path:
+def atomic_write(path: str | Path, write) -> Path:
     """Write through ``write(fileobj)`` to a temporary file beside ``path``, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,15 +30,16 @@ def _atomic_write(path: str | Path, write) -> Path:
 
 
 def write_json_atomic(path: str | Path, data) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
-    return _atomic_write(path, lambda f: f.write(text.encode()))
+    text = json.dumps(data, indent=2, sort_keys=False, default=json_default) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def torch_save_atomic(obj, path: str | Path) -> Path:
-    return _atomic_write(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def _json_default(value):
+def json_default(value):
+    """``json.dumps(default=...)`` for tensors, paths and NumPy/torch scalars."""
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if isinstance(value, Path):

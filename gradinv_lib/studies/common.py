@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, MissingAssetError
-from ..io import _atomic_write, provenance, write_json_atomic
+from ..io import atomic_write, provenance, write_json_atomic
 
 
 def repo_root() -> Path:
@@ -113,7 +113,7 @@ def write_csv(path: str | Path, rows: list[dict]) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    return _atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
+    return atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
 
 
 def load_results(out: str | Path | StudyContext, name: str) -> dict:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..errors import GradInvError
-from ..io import _atomic_write
+from ..io import atomic_write
 from .common import markdown_table, repo_root
 from .tables import display_columns
 
@@ -153,4 +153,4 @@ def write_gallery(profile: str = "quick", root: Path | None = None) -> Path:
     body = "\n".join(gallery_markdown(p, root) for p in profiles if (root / "figures" / p).is_dir())
     path = root / "figures" / "README.md"
     text = HEADER + "\n" + body + "\n"
-    return _atomic_write(path, lambda f: f.write(text.encode()))
+    return atomic_write(path, lambda f: f.write(text.encode()))

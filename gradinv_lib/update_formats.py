@@ -61,8 +61,9 @@ def _load_file(path: str, role: str):
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled objects...
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise InputError(f"not a gradinv client update or tensor file: {path}: {role} cannot be read "
-                         f"by {kind} ({type(exc).__name__}: {detail})") from None
+        what = "a gradinv client update or tensor file" if role == "client update" else f"a {role} file"
+        raise InputError(f"not {what}: {path}: cannot be read by {kind} ({type(exc).__name__}: "
+                         f"{detail})") from None
     return list(payload) if isinstance(payload, (list, tuple)) else payload
 
 
@@ -188,7 +189,8 @@ def check_plausible(update: ClientUpdate, model, source: str, slack: float = 0.0
                 "loss or momentum do this too; checks=False or --no-update-checks skips the check)")
         negative, what = int((db < 0).sum()), f"gradient {layer + '.bias'!r} is negative for"
     elif _features_nonnegative(model, update.image_shape):
-        negative, what = int((dW < 0).any(dim=1).sum()), f"gradient {layer + '.weight'!r} has negative entries for"
+        negative = int((dW < 0).any(dim=1).sum())
+        what = f"gradient {layer + '.weight'!r} has negative entries for"
     else:
         return
     if 2 * b < n and negative >= n - b:

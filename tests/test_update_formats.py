@@ -172,3 +172,20 @@ def test_gradinv_file_metadata_given_must_agree(files, model):
         read_update(files["tagged"][0], model, batch_size=3)
     with pytest.raises(InputError, match="expected gradients, found a gradinv update file"):
         read_update(files["tagged"][0], model, "gradients", batch_size=4)
+
+
+def test_torchvision_network_from_flower_npz_with_its_own_names(tmp_path):
+    """A user's torchvision ResNet-18 (wrap_model), FedAvg K=2: the local weights and the global
+    ones as Flower's .npz lists in the network's own state_dict order (no 'body.')."""
+    import torchvision
+    from gradinv_lib.models import wrap_model
+    net = torchvision.models.resnet18(num_classes=10)
+    model = wrap_model(net, input_size=32)
+    update = simulate_client(model, client_images(), LABELS, local_steps=2, lr=LR)
+    save_npz_list(net.state_dict(), tmp_path / "global.npz")
+    save_npz_list(local_weights(model, update), tmp_path / "local.npz")
+    server = wrap_model(torchvision.models.resnet18(num_classes=10), input_size=32)  # other weights
+    read = read_update(tmp_path / "local.npz", server, lr=LR, local_steps=2, batch_size=4,
+                       global_weights=tmp_path / "global.npz")
+    assert recover_labels_from_update(read, server).tolist() == LABELS.tolist()
+    torch.testing.assert_close(read.gradients, update.gradients, rtol=0, atol=5e-6 / LR)

@@ -236,8 +236,8 @@ def read_update(path, model, format: str | None = None, *, global_weights=None,
     is required for weights and deltas, and for K > 1. ``batch_size`` (the label count) is
     required. A gradinv file records all four (values given must agree), ``image_shape`` and
     ``bn_mode``, which otherwise default to (3, S, S) with S = ``model.input_size``, and "train".
-    ``checks``: :func:`check_plausible` (scale and sign) of other formats. Only gradinv files carry BN
-    statistics; other updates leave ``bn_stats`` empty (BN_exact is unavailable).
+    ``checks``: :func:`check_plausible` (scale and sign) of the other formats. Only gradinv files
+    carry BN statistics; other updates leave ``bn_stats`` empty (BN_exact is unavailable).
     """
     path = os.fspath(path)
     if format not in (None, "auto", *FORMATS):

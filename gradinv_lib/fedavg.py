@@ -36,7 +36,8 @@ def check_local_training(batch_size: int, local_steps, lr, local_batch_size) -> 
     if lr is None:
         if not fedsgd:
             raise InputError(f"lr: a FedAvg update ({local_steps} local steps, local batch "
-                             f"{local_batch_size or batch_size}) needs the client's learning rate, found none")
+                             f"{local_batch_size or batch_size}) needs the client's learning rate (CLI: "
+                             "--client-lr), found none")
         return
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise InputError(f"lr: expected a positive finite learning rate, found {lr!r}")

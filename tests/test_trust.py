@@ -155,9 +155,9 @@ def test_bn_prior_on_a_model_without_batchnorm():
     model = tiny_classifier(bn=False)
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     update = simulate_client(model, images, torch.tensor([1, 4]))
-    with pytest.raises(InputError, match="bn_target='exact': expected a model with BatchNorm layers, found none"):
-        gradinversion(model, update, TINY.replace(bn_target="exact"))
-    with pytest.raises(InputError, match="bn_target='running'"):
+    with pytest.warns(UserWarning, match="no BatchNorm layers: the BN prior is off"):  # documented
+        assert gradinversion(model, update, TINY.replace(bn_target="exact")).config.bn_target == "none"
+    with pytest.raises(InputError, match="bn_target='running'"):  # building the objective by hand
         build_objective(model, update, TINY.replace(bn_target="running"))
     assert gradinversion(model, update, TINY.replace(bn_target="none")).images.shape == (1, 2, 3, 16, 16)
 

@@ -150,3 +150,28 @@ def test_configs_round_trip_and_reject_bad_values():
                           ("fedavg:local_steps=1.5", "local_steps")]:
         with pytest.raises(InputError, match=message):
             parse_defence(text)
+
+
+def test_per_sample_norms_are_each_images_own_gradient_norm(model):
+    from gradinv_lib.defences import per_sample_norms
+    x, y = batch(3)
+    expected = [float(flat(simulate_client(model, x[i:i + 1], y[i:i + 1], bn_mode="eval")).norm()) for i in range(3)]
+    assert per_sample_norms(model, x, y).tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_defend_cli_attacks_the_defended_update(tmp_path, capsys):
+    import argparse
+    import json
+
+    from gradinv_lib.defences.cli import add_cli_arguments, run_cli
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    args = parser.parse_args(["--batch-size", "2", "--iterations", "2", "--seeds", "1", "--defence", "dp:clip=5,noise=0.5",
+                              "--defence", "secure_aggregation:clients=2", "--out", str(tmp_path), "--no-progress"])
+    assert run_cli(args) == 0
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["defence"]["name"] == "compose" and record["config"]["bn_target"] == "running"
+    assert record["epsilon"] > 0 and -1 <= record["utility_cosine"] <= 1 and len(record["labels"]["true"]) == 4
+    assert "epsilon" in capsys.readouterr().out and (tmp_path / "grid.png").exists()
+    with pytest.raises(InputError, match="expected one of"):
+        run_cli(parser.parse_args(["--defence", "bogus", "--out", str(tmp_path)]))

@@ -46,6 +46,32 @@ def frozen_bn_copy(model) -> nn.Module:
     return net
 
 
+def _per_sample_backward(model, images01: Tensor, labels: Tensor):
+    """Opacus' per-sample gradients (``p.grad_sample``) of the cross-entropy on the frozen-BN copy:
+    (the copy's trainable parameters by name, the GradSampleModule; call ``remove_hooks`` after)."""
+    from opacus import GradSampleModule
+
+    validate_images01(images01)
+    validate_labels(labels, images01.shape[0], model.num_classes)
+    net = frozen_bn_copy(model).train()     # Opacus records activations only in training mode
+    params = trainable_parameters(net)
+    device = next(iter(params.values())).device
+    with warnings.catch_warnings():         # full backward hooks on inputs that need no gradient
+        warnings.simplefilter("ignore")
+        wrapped = GradSampleModule(net)
+        F.cross_entropy(wrapped(model.normalize(images01.to(device))), labels.to(device)).backward()
+    return params, wrapped
+
+
+def per_sample_norms(model, images01: Tensor, labels: Tensor) -> Tensor:
+    """The L2 norm of each image's own gradient (all trainable parameters, frozen BN), as DP-SGD
+    clips it. Shape: images01 (B, 3, H, W), labels (B,) -> (B,)."""
+    params, wrapped = _per_sample_backward(model, images01, labels)
+    norms = torch.stack([p.grad_sample.flatten(1).norm(dim=1) for p in params.values()], 1).norm(dim=1)
+    wrapped.remove_hooks()
+    return norms.detach().cpu()
+
+
 def dp_sgd_update(model, images01: Tensor, labels: Tensor, config: DPSGD, seed: int = 0) -> ClientUpdate:
     """One DP-SGD step's gradient: Opacus' per-sample gradients of the cross-entropy on the
     frozen-BN copy, each clipped to ``config.clip``, summed, plus N(0, (noise * clip)^2) noise
@@ -53,21 +79,15 @@ def dp_sgd_update(model, images01: Tensor, labels: Tensor, config: DPSGD, seed: 
 
     Shape: images01 (B, 3, H, W) in [0, 1]; labels (B,).
     """
-    from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
-    validate_images01(images01)
-    validate_labels(labels, images01.shape[0], model.num_classes)
-    net = frozen_bn_copy(model).train()     # Opacus records activations only in training mode
-    params = trainable_parameters(net)
+    params, wrapped = _per_sample_backward(model, images01, labels)
     device = next(iter(params.values())).device
-    with warnings.catch_warnings():   # Opacus: secure_mode off (no CSPRNG); full backward hooks on inputs
+    with warnings.catch_warnings():         # secure_mode off: noise from torch's generator, seeded
         warnings.simplefilter("ignore")
-        wrapped = GradSampleModule(net)
         optimizer = DPOptimizer(torch.optim.SGD(list(params.values()), lr=0.0), noise_multiplier=config.noise,
                                 max_grad_norm=config.clip, expected_batch_size=int(images01.shape[0]),
                                 generator=torch.Generator(device=device).manual_seed(int(seed)))
-        F.cross_entropy(wrapped(model.normalize(images01.to(device))), labels.to(device)).backward()
         optimizer.pre_step()
     gradients = {n: p.grad.detach().clone() for n, p in params.items()}
     wrapped.remove_hooks()

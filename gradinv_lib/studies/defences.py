@@ -1,0 +1,312 @@
+"""Defences (beyond the paper, issue 13): GradInversion's success against the utility each defence
+leaves, per defence and strength, mean ± std over several batches; image grids per strength.
+
+Attack success: label accuracy, plain and registered PSNR, SSIM, pretrained-Lite0 IIP and
+pixel-correlation identification among the whole pool (``runs.identification``). Utility: the
+cosine of the defended update to the clean update of the same images (``defences.clean_update``:
+1 by construction for a larger batch and for secure aggregation, whose cost is elsewhere), and
+the cosine to the gradient of the whole pool (how well the update points along the training
+objective); epsilon for DP. The attack is never told which defence ran: it reads the update
+(an update without BN statistics, as DP's, gets BN_approx, the running statistics).
+
+Every point's batches are prefixes of one draw per batch seed (``sample_batch`` is prefix-stable),
+so a larger batch or an aggregation holds the client's own images first, and runs with the same
+update (run key of the images and the defence, a larger batch being FedSGD on more images) are
+computed once: FedAvg's K = 1 is the larger batch of factor 2's first batches.
+
+Quick-profile budget (this 2-core CPU, 2 worker processes of one thread; DEPARTURE: 400
+iterations a run, not the profile's 800 (batch 2 at 400: PSNR ~18 dB, Lite0 IIP ~0.5 on 4
+batches, measured), ONE seed, no group term; measured per run: ~12 s at batch 2, ~15 at 4, ~21 at
+8; FedAvg's unrolled steps cost ~K times a step on the local batch: ~30 s at K=2, ~45 at K=4 and
+~86 at K=8 with local batch 1):
+  batch 2, 5 batches: clean, pruning x2, DP x3, MixUp x2       = 40 runs x 12 ~  480 CPU-s
+  larger batch and aggregation at 4 and 8 images, 5 batches      = 20 runs     ~  360 CPU-s
+  FedAvg at batch 4, 3 batches: (K, b) = (2,2) (4,1) (8,1) (2,4) =  12 runs     ~  570 CPU-s
+  together ~1400 CPU-s, ~12 min wall on 2 workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..attack import gradinversion
+from ..client import simulate_client
+from ..data import sample_batch
+from ..errors import MissingAssetError
+from ..defences import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, SecureAggregation,
+                        clean_update, defence_from_dict, defended_update, epsilon, images_needed, mix_batch,
+                        per_sample_norms, update_cosine)
+from ..experiments import evaluate_attack
+from ..sweeps import Job, run_jobs
+from .aggregate import aggregate_rows
+from .batch_scaling import scaling_config
+from .common import StudyContext, load_tensors, pick, save_results, save_tensors
+from .runs import METRICS, ID_METRICS, batch_seeds, client_bn_mode, identification, lpips_for, pool_gallery, run_key
+from .tables import reference_rows, reusable_runs
+
+QUICK_ITERATIONS = 400          # budget departure: see the module docstring
+BATCH = {"quick": 2, "paper": 8}
+FEDAVG_BATCH = {"quick": 4, "paper": 8}
+BATCHES, FEDAVG_BATCHES = 5, 3
+FEDAVG_LR = 0.1                 # the client's SGD rate (its update is (w0 - wK) / lr either way)
+DP_DELTA = 1e-5
+STRENGTHS = {                   # curve -> strengths, weakest first (FedAvg: (K, local batch))
+    "pruning": (0.1, 0.01),
+    "dp": (0.0, 1e-3, 1e-2),
+    "mixup": (0.75, 0.5),
+    "larger_batch": (2, 4),
+    "secure_aggregation": (2, 4),
+    "fedavg": ((2, 2), (4, 1), (8, 1), (2, None)),
+}
+STRENGTH_NAMES = {"pruning": "keep", "dp": "noise", "mixup": "weight", "larger_batch": "factor",
+                  "secure_aggregation": "clients", "fedavg": "K"}
+REFERENCE_METRICS = (*METRICS, *ID_METRICS)
+SUMMARY_METRICS = (*METRICS, "label_accuracy", *ID_METRICS, "utility", "utility_population", "seconds")
+RESULTS = "defences"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a curve: ``defence`` on clients of ``batch_size`` own images, ``batches`` batches."""
+
+    curve: str
+    strength: float
+    label: str
+    defence: Defence
+    batch_size: int
+    batches: int
+
+
+def dp_clip(ctx: StudyContext) -> float:
+    """DP-SGD's clipping norm: the median per-image gradient norm over the pool at the global
+    weights (3 significant digits; Abadi et al. advise clipping near the median norm). With a
+    clip far below every norm, clipping only rescales the update, and that alone defeats the
+    L2 matching of eq. 3, which is not scale-free: the noise would then have nothing left to do."""
+    data = ctx.dataset()
+    return float(f"{float(per_sample_norms(ctx.model(), data.images.to(ctx.device), data.labels.to(ctx.device)).median()):.3g}")
+
+
+def make_defence(curve: str, strength, batch_size: int, pool_size: int, clip: float = 1.0) -> Defence:
+    """The defence of ``curve`` at ``strength`` (DP: ``clip``, delta 1e-5, sampling rate B / pool)."""
+    if curve == "fedavg":
+        steps, local = strength
+        return FedAvg(int(steps), FEDAVG_LR, local) if steps > 1 or local not in (None, batch_size) else NoDefence()
+    return {"pruning": lambda v: GradientPruning(float(v)),
+            "dp": lambda v: DPSGD(clip, float(v), DP_DELTA, batch_size / pool_size, 1),
+            "mixup": lambda v: MixUp(float(v)),
+            "larger_batch": lambda v: LargerBatch(int(v)),
+            "secure_aggregation": lambda v: SecureAggregation(int(v))}[curve](strength)
+
+
+def plan_points(ctx: StudyContext, strengths=None, batch_size=None, batches=None, fedavg_batch=None,
+                fedavg_batches=None) -> list[Point]:
+    """The clean point and every curve's strengths (``strengths``: curve -> values, default
+    :data:`STRENGTHS`; a curve left out is not run); FedAvg's clean point is at its own batch."""
+    b = int(pick(batch_size, BATCH.get(ctx.profile.name, 2)))
+    fb = int(pick(fedavg_batch, FEDAVG_BATCH.get(ctx.profile.name, 4)))
+    n, fn = int(pick(batches, BATCHES)), int(pick(fedavg_batches, FEDAVG_BATCHES))
+    pool = len(ctx.dataset())
+    strengths = STRENGTHS if strengths is None else strengths
+    clip = dp_clip(ctx) if "dp" in strengths else None
+    points = [Point("none", 0.0, "clean", NoDefence(), b, n)]
+    for curve, values in strengths.items():
+        if curve == "fedavg":
+            steps = [(1, None), *[tuple(v) for v in values]]
+            points += [Point(curve, float(k), f"K={k}, b={local or fb}", make_defence(curve, (k, local), fb, pool),
+                             fb, fn) for k, local in steps]
+            continue
+        points += [Point(curve, float(v), f"{STRENGTH_NAMES[curve]}={v:g}", make_defence(curve, v, b, pool, clip), b, n)
+                   for v in values]
+    return points
+
+
+def attacked_parts(defence: Defence) -> list[Defence]:
+    """The parts that change the update of the images it covers (all but NoDefence, LargerBatch)."""
+    return [p for p in defence.parts() if not isinstance(p, (NoDefence, LargerBatch))]
+
+
+def defence_key(ctx: StudyContext, config, defence: Defence, ids, seed: int) -> str:
+    """The run's identity: ``runs.run_key`` of the images (all of them) for an undefended or
+    larger-batch run (FedSGD on those images), else that key hashed with the defence and seed."""
+    model = ctx.model()
+    base = run_key("gradinversion", config, model.name, model.weights_source, client_bn_mode(ctx), ids)
+    rest = [p.to_dict() for p in attacked_parts(defence)]
+    return base if not rest else hashlib.sha1(json.dumps([base, rest, seed]).encode()).hexdigest()[:16]
+
+
+_POOL_GRADIENT: dict = {}
+
+
+def pool_gradient(ctx: StudyContext) -> dict:
+    """The FedSGD gradient of the whole pool (the training objective's direction), once a process."""
+    key = (ctx.resolution, client_bn_mode(ctx))
+    if key not in _POOL_GRADIENT:
+        data = ctx.dataset()
+        _POOL_GRADIENT[key] = simulate_client(ctx.model(), data.images.to(ctx.device), data.labels.to(ctx.device),
+                                              client_bn_mode(ctx)).gradients
+    return _POOL_GRADIENT[key]
+
+
+def privacy(defence: Defence) -> dict:
+    """epsilon of the one update attacked, and of one epoch (1 / sample_rate steps), None
+    without DP or without noise (infinite)."""
+    dp = [p for p in defence.parts() if isinstance(p, DPSGD)]
+    if not dp:
+        return {"epsilon": None, "epsilon_epoch": None}
+    values = (epsilon(defence), epsilon(defence, math.ceil(1 / dp[0].sample_rate)))
+    return {k: None if math.isinf(v) else v for k, v in zip(("epsilon", "epsilon_epoch"), values)}
+
+
+def defence_job(ctx: StudyContext, defence: dict, batch_size: int, batch_seed: int, indices, config) -> dict:
+    """One run as a ``sweeps.Job`` function: the client holding the first ``batch_size`` images at
+    ``indices`` runs ``defence`` (the rest are the images it needs besides, ``images_needed``),
+    the attack inverts what the server receives, and every image at ``indices`` is scored.
+    Returns {"row", "images": the reconstruction in batch order, "trained_on": MixUp's images}."""
+    model, batch, mode = ctx.model(), ctx.dataset().subset(list(indices)), client_bn_mode(ctx)
+    chosen = defence_from_dict(defence)
+    x, y = batch.images.to(ctx.device), batch.labels.to(ctx.device)
+    own, others = (x[:batch_size], y[:batch_size]), ((x[batch_size:], y[batch_size:]) if len(x) > batch_size else None)
+    update = defended_update(model, *own, chosen, mode, others, batch_seed)
+    reference = clean_update(model, *own, chosen, mode, others)
+    attack = config if update.bn_stats or config.bn_target != "exact" else config.replace(bn_target="running")
+    result = gradinversion(model, update.without_labels(), attack, progress=False)
+    lpips, reason = lpips_for(ctx.device)
+    ev = evaluate_attack(model, result, batch.images, batch.labels, lpips=lpips, score_seeds=False)
+    pairing = torch.as_tensor(ev["pairing"])
+    row = {"defence": chosen.to_dict(), "batch_size": batch_size, "images": len(batch), "batch_seed": batch_seed,
+           "batch_ids": list(batch.ids), "iterations": result.iterations, "bn_target": attack.bn_target,
+           **{k: ev["metrics"].get(k) for k in METRICS}, "label_accuracy": ev["labels"].get("accuracy"),
+           **identification(ctx, [batch.ids[int(i)] for i in pairing], result.consensus),
+           "utility": update_cosine(update, reference), "utility_population": update_cosine(update, pool_gradient(ctx)),
+           **privacy(chosen), "seconds": round(result.seconds, 2), "lpips_unavailable": reason}
+    if not attacked_parts(chosen):    # FedSGD on these images: the batch's content-free references too
+        row["references"] = reference_rows(ctx, batch, model, config, batch_seed)
+    images = torch.empty_like(result.consensus)
+    images[pairing] = result.consensus
+    mixup = [p for p in chosen.parts() if isinstance(p, MixUp)]
+    trained = (mix_batch(batch.images[:batch_size], mixup[0].weight, torch.Generator().manual_seed(batch_seed))[0]
+               if mixup else None)
+    return {"row": row, "images": images.cpu(), "trained_on": trained}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    point: Point
+    batch_seed: int
+    indices: tuple
+    key: str
+
+
+def plan_runs(ctx: StudyContext, points: list[Point], config) -> list[PlannedRun]:
+    """Each point's batches: seed s draws ``batch_size + images_needed`` distinct labels (the
+    client's own images first); its run key names the update and the attack."""
+    data = ctx.dataset()
+    where = {image_id: k for k, image_id in enumerate(data.ids)}
+    planned = []
+    for p in points:
+        for s in batch_seeds(ctx, p.batches):
+            batch = sample_batch(data, p.batch_size + images_needed(p.defence, p.batch_size), seed=s)
+            planned.append(PlannedRun(p, s, tuple(where[i] for i in batch.ids),
+                                      defence_key(ctx, config, p.defence, batch.ids, s)))
+    return planned
+
+
+def _cost(run: PlannedRun) -> float:
+    steps = [p.local_steps for p in run.point.defence.parts() if isinstance(p, FedAvg)]
+    return len(run.indices) * (steps[0] if steps else 1)
+
+
+def point_name(point: Point) -> str:
+    return f"{point.curve}: {point.label}"
+
+
+def defence_sweep(ctx: StudyContext, points: list[Point], config, reuse=(RESULTS,), executor: str | None = None,
+                  **executor_options) -> tuple[list[dict], dict]:
+    """Run every planned batch of ``points`` once per run key (the costliest first), runs in the
+    cached results ``reuse`` (this study's own, or 04's ``batch_scaling`` at the same
+    iterations) taken from there. Returns (per-batch rows with ``curve``, ``strength``, ``point``
+    and ``run_key``; {point name: the first batch's reconstruction (and MixUp's trained images)})."""
+    pool_gallery(ctx, ctx.resolution)         # once here: the workers read the cached features
+    previous = reusable_runs(ctx, reuse)
+    planned = plan_runs(ctx, points, config)
+    found = {r.key: previous.get(r.key) or previous.get(f"{r.key}/reconstruction") for r in planned}
+    todo = {}
+    for r in sorted(planned, key=lambda r: -_cost(r)):
+        if found[r.key] is None and r.key not in todo:
+            todo[r.key] = Job(f"{r.point.curve}_{len(todo)}_s{r.batch_seed}", defence_job,
+                              {"defence": r.point.defence.to_dict(), "batch_size": r.point.batch_size,
+                               "batch_seed": r.batch_seed, "indices": list(r.indices), "config": config})
+    done = dict(zip(todo, run_jobs(ctx, list(todo.values()), executor, **executor_options)))
+    first = {p: batch_seeds(ctx, p.batches)[0] for p in points}
+    widest = max((r for r in planned if r.batch_seed == first[r.point]), key=lambda r: len(r.indices))
+    rows, images = [], {"original": ctx.dataset().subset(list(widest.indices)).images}
+    for r in planned:
+        out = done.get(r.key)
+        row = out["row"] if out else found[r.key]
+        rows.append({**row, "curve": r.point.curve, "strength": r.point.strength, "label": r.point.label,
+                     "point": point_name(r.point), "run_key": r.key})
+        if out and r.batch_seed == first[r.point]:
+            images[point_name(r.point)] = out["images"]
+            if out["trained_on"] is not None:
+                images[f"{point_name(r.point)} (trained on)"] = out["trained_on"]
+    return rows, images
+
+
+PER_BATCH = ("batch_seed", "batch_ids", "run_key", "references", "reused_from", "lpips_unavailable", "row",
+             "population")
+
+
+def summarise_points(batch_rows: list[dict]) -> list[dict]:
+    """One row per point: mean and spread of each metric over its batches (``aggregate_rows``)."""
+    summary = aggregate_rows(batch_rows, "point", SUMMARY_METRICS)
+    for row in summary:
+        for name in PER_BATCH:
+            row.pop(name, None)
+    return summary
+
+
+def summarise_references(batch_rows: list[dict]) -> list[dict]:
+    """The noise-start and mean-colour rows of every FedSGD batch, mean ± std per (row, images)."""
+    refs = [{**ref, "slot": f"{ref['row']} ({row['images']} images)", "images": row["images"]}
+            for row in {r["run_key"]: r for r in batch_rows}.values() for ref in row.get("references", [])]
+    return [{k: v for k, v in r.items() if k not in PER_BATCH or k == "row"}
+            for r in aggregate_rows(refs, "slot", REFERENCE_METRICS)]
+
+
+def defences(ctx: StudyContext, strengths=None, batch_size: int | None = None, batches: int | None = None,
+             fedavg_batch: int | None = None, fedavg_batches: int | None = None, iterations: int | None = None,
+             seeds: int | None = None, executor: str | None = None, **executor_options) -> dict:
+    """The defence sweep (:func:`plan_points`, :func:`defence_sweep`) with the attack of Figs. 6-8
+    (``batch_scaling.scaling_config``) at ``iterations`` (quick default: 400, see the module
+    docstring); summary rows per point, per-batch rows under ``batch_rows``, grids' tensors."""
+    started = time.perf_counter()
+    quick = ctx.profile.name != "paper"
+    config = scaling_config(ctx, pick(iterations, QUICK_ITERATIONS if quick else None), seeds)
+    points = plan_points(ctx, strengths, batch_size, batches, fedavg_batch, fedavg_batches)
+    batch_rows, images = defence_sweep(ctx, points, config, executor=executor, **executor_options)
+    save_tensors(ctx, "defence_images", {**_previous_images(ctx), **images})
+    settings = {"batch_size": points[0].batch_size, "batches": points[0].batches,
+                "fedavg_batch": next((p.batch_size for p in points if p.curve == "fedavg"), None),
+                "fedavg_batches": next((p.batches for p in points if p.curve == "fedavg"), None),
+                "fedavg_lr": FEDAVG_LR, "dp_delta": DP_DELTA,
+                "dp_clip": next((p.defence.clip for p in points if isinstance(p.defence, DPSGD)), None), "iterations": config.iterations,
+                "profile_iterations": ctx.profile.config.iterations, "seeds": config.seeds, "group": config.group,
+                "bn_mode": client_bn_mode(ctx), "pool_size": len(ctx.dataset()), "config": config.to_dict(),
+                "points": [{"curve": p.curve, "label": p.label, "strength": p.strength, "defence": p.defence.to_dict(),
+                            "batch_size": p.batch_size, "batches": p.batches} for p in points]}
+    return save_results(ctx, RESULTS, summarise_points(batch_rows), settings, started,
+                        extra={"references": summarise_references(batch_rows), "batch_rows": batch_rows})
+
+
+def _previous_images(ctx: StudyContext) -> dict:
+    """The grid tensors of an earlier run (rows whose runs are reused now keep their images)."""
+    try:
+        return load_tensors(ctx, "defence_images")
+    except MissingAssetError:
+        return {}

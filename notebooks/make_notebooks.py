@@ -363,6 +363,71 @@ SEEDS = None                # None: as Figs. 6-7 (quick: 1 seed, no group term)
         new_code_cell("Markdown(study.claims(ctx))"),
         new_code_cell(show("[study.plot_iip(ctx, pdf=PDF)]")),
     ],
+    "06_defences": [
+        new_markdown_cell("""# Defences: what protects a client against GradInversion, and at what cost
+
+*Beyond the paper.* After "gradients leak images" comes "what stops it". Each defence below is a
+transform of the client's round, applied by the client simulation; the attacker receives an
+ordinary update and is never told which defence ran (it only sees what the update carries: an
+update without BN statistics, as DP's, gets the BN_approx prior). Defences:
+**gradient pruning** (keep the largest entries of each parameter tensor), **DP-SGD** through Opacus
+(per-image clipping at the pool's median per-image gradient norm, Gaussian noise, epsilon from
+Opacus' RDP accountant; BN frozen and its batch statistics not shared, since neither survives
+per-image privacy), **larger batches**, **FedAvg local steps** (K SGD steps over mini-batches of b
+images, which the attack unrolls), **secure aggregation** (the server sees only the average of
+several clients' updates, BN statistics averaged too) and **MixUp** of the client batch (each
+image mixed with another of the batch at a fixed weight, soft labels).
+
+Attack success: label accuracy, PSNR, pretrained-Lite0 IIP and identification by pixel correlation
+among the whole pool. Utility: the cosine of the defended update to the clean update of the same
+images (1 by construction for a larger batch and for an aggregation, whose costs are elsewhere:
+more data per client, more clients per round), the cosine to the gradient of the whole pool (how
+well the update still points along the training objective), and epsilon for DP."""),
+        new_code_cell(COMMON_PARAMETERS + '''\
+BATCH_SIZE = None      # None: 2 (quick) or 8 (paper): the client's own images at every point
+BATCHES = None         # None: 5 batches per point (batch seeds SEED .. SEED + 4)
+STRENGTHS = None       # None: every defence at its default strengths; a dict such as {"pruning": [0.1], "fedavg": [[2, 2]]} runs those only
+FEDAVG_BATCH = None    # None: 4 (quick) or 8 (paper): FedAvg's client batch, K = epochs x batch / local batch
+FEDAVG_BATCHES = None  # None: 3 batches per FedAvg point
+ITERATIONS = None      # None: 400 (quick, budget departure) or the profile's (paper)
+SEEDS = None           # None: 1 seed, no group term (quick, budget); the profile's full method (paper)
+''', metadata={"tags": ["parameters"]}),
+        new_markdown_cell(QUICK_WARNING + """
+>
+> **Specific to this notebook (budget departures):** every run takes 400 iterations, not the
+> profile's 800, with one seed and no group term (Figs. 6-8's attack otherwise); the client holds 2
+> images, because a defence needs an attack that works without it, and the undefended IIP falls
+> towards 0.1 by batch 8 (notebook 05); FedAvg's unrolled local steps cost about K times a step, so
+> its sweep holds 3 batches of 4 images. The cost of every part is in the study module's docstring
+> (`gradinv_lib/studies/defences.py`). Epsilon assumes Poisson-sampled batches at the stated rate
+> (batch / pool size) and is given for the one update attacked and for one epoch of such updates."""),
+        new_code_cell(context_cell("06_defences", "defences")),
+        new_code_cell("record = study.defences(ctx, STRENGTHS, BATCH_SIZE, BATCHES, FEDAVG_BATCH, FEDAVG_BATCHES, "
+                      "ITERATIONS, SEEDS)\n"
+                      "s = record[\"settings\"]\n"
+                      "display(Markdown(f\"**{s['iterations']} iterations** a run, {s['seeds']} seed(s), group {s['group']}, \"\n"
+                      "                 f\"client BN mode {s['bn_mode']}; DP clip {s['dp_clip']} (median per-image norm), \"\n"
+                      "                 f\"delta {s['dp_delta']}; FedAvg lr {s['fedavg_lr']}; mean ± std over batches.\"))\n"
+                      "show_table(record[\"rows\"], {\"point\": \"defence\", \"images\": \"images\", "
+                      "\"label_accuracy\": \"labels\", \"psnr\": \"PSNR ↑\", \"psnr_registered\": \"PSNR reg. ↑\", "
+                      "\"ssim\": \"SSIM ↑\", \"iip\": \"IIP\", \"pixel_nn_hit\": \"identified (pixels)\", "
+                      "\"utility\": \"cos to clean\", \"utility_population\": \"cos to pool\", \"epsilon\": \"epsilon\", "
+                      "\"epsilon_epoch\": \"epsilon (epoch)\", \"seconds\": \"seconds\"}, digits=3)"),
+        new_markdown_cell("**Content-free references** of the same batches (noise start, mean colour): the floor "
+                          "of every success measure."),
+        new_code_cell("show_table(record[\"references\"], {\"slot\": \"reference\", \"psnr\": \"PSNR\", "
+                      "\"ssim\": \"SSIM\", \"iip\": \"IIP\", \"pixel_nn_hit\": \"identified (pixels)\"}, digits=3)"),
+        new_markdown_cell("**What the measurements say**, per defence, generated from the cached results: the "
+                          "strength at which IIP falls below 0.1 and the utility left there."),
+        new_code_cell("Markdown(study.claims(ctx))"),
+        new_markdown_cell("**Attack success against utility**, one curve per defence, each starting at its "
+                          "undefended point; then each defence's reconstructions of the first batch at every "
+                          "strength (figures drawn from the cache only)."),
+        new_code_cell(show("[study.plot_tradeoff(ctx, pdf=PDF), *study.plot_grids(ctx, pdf=PDF)]")),
+        new_markdown_cell("## What protects and what does not\n\nGenerated from the measurements above (quick "
+                          "profile: a small random network, so these are directions, not deployment advice):"),
+        new_code_cell("Markdown(study.conclusion(ctx))"),
+    ],
 }
 
 

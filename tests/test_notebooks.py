@@ -22,12 +22,15 @@ TINY_BY_NOTEBOOK = {
                       "ATTACKS": ["dlg", "gradinversion_bn_exact"], "FIG5_SAMPLE": 0, "FIG5_ITERATIONS": 2},
     "04_batch_scaling": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES": 2},
     "05_identifiability": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES_PER_SIZE": 2, "VULNERABLE_SIZES": [2]},
+    "06_defences": {"BATCH_SIZE": 2, "BATCHES": 2, "FEDAVG_BATCHES": 1, "ITERATIONS": 2,
+                    "STRENGTHS": {"pruning": [0.1], "dp": [0.0, 0.01], "mixup": [0.5], "larger_batch": [2],
+                                  "secure_aggregation": [2], "fedavg": [[2, 2]]}},
 }
 
 
 def test_there_are_notebooks():
     assert {p.stem for p in ALL} >= {"00_quickstart", "01_label_recovery", "02_ablation",
-                                     "04_batch_scaling", "05_identifiability"}
+                                     "04_batch_scaling", "05_identifiability", "06_defences"}
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
@@ -140,3 +143,27 @@ def test_comparison(tmp_path):
                                         "gradinversion_bn_exact"]
     assert all(0 <= r["fft2d"] <= 1 for r in fig5)
     assert (out / "fig5_batch1.png").exists() and (out / "table4_comparison.png").exists()
+
+
+@pytest.mark.notebooks
+def test_defences(tmp_path):
+    """06: one row per defence and strength with success, utility and (DP) epsilon in range; the
+    FedAvg K = 1 run is the larger batch's; the trade-off figure and one grid per defence."""
+    out = _execute("06_defences", tmp_path)
+    rows = {r["point"]: r for r in _rows(out, "defences")}
+    assert list(rows) == ["none: clean", "pruning: keep=0.1", "dp: noise=0", "dp: noise=0.01", "mixup: weight=0.5",
+                          "larger_batch: factor=2", "secure_aggregation: clients=2", "fedavg: K=1, b=4",
+                          "fedavg: K=2, b=2"]
+    for row in rows.values():
+        _finite_metrics(row)
+        assert 0 <= row["iip"] <= 1 and 0 <= row["pixel_nn_hit"] <= 1 and -1 <= row["utility"] <= 1
+        assert row["iterations"] == 2 and row["batches"] == (1 if row["curve"] == "fedavg" else 2)
+    assert rows["none: clean"]["utility"] == pytest.approx(1.0) and rows["larger_batch: factor=2"]["utility"] == pytest.approx(1.0)
+    assert rows["dp: noise=0.01"]["epsilon"] > 0 and rows["dp: noise=0"]["epsilon"] is None
+    assert rows["dp: noise=0.01"]["utility"] < rows["dp: noise=0"]["utility"] and rows["dp: noise=0"]["bn_target"] == "running"
+    record = json.loads((out / "defences.json").read_text())
+    batch = {r["point"]: r for r in record["batch_rows"] if r["batch_seed"] == 0}
+    assert batch["fedavg: K=1, b=4"]["run_key"] == batch["larger_batch: factor=2"]["run_key"]
+    assert {r["row"] for r in record["references"]} == {"noise start", "mean colour"}
+    assert (out / "defences_tradeoff.png").exists()
+    assert all((out / f"grid_{c}.png").exists() for c in ("pruning", "dp", "mixup", "larger_batch", "fedavg"))

@@ -74,6 +74,9 @@ def claims(out) -> str:
                     f"(lowest {low['iip']:.2f} at {low['label']}).")
         else:
             tail = f" IIP falls below 0.1 at **{below['label']}**: {_at(below)}."
+            if below["defence"]["name"] == "dp" and below["defence"]["noise"] == 0:
+                tail += (" No noise is added there: what changed is the DP client itself (BN frozen to its running "
+                         "statistics, the batch's BN statistics withheld, each image's gradient clipped).")
             if hidden is None:
                 tail += (f" Pixel correlation still identifies {rows[-1]['pixel_nn_hit']:.0%} of the images at "
                          f"the strongest setting ({rows[-1]['label']}): colours and layout survive.")

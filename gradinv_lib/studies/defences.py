@@ -38,15 +38,15 @@ import torch
 from ..attack import gradinversion
 from ..client import simulate_client
 from ..data import sample_batch
-from ..errors import MissingAssetError
 from ..defences import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, SecureAggregation,
                         clean_update, defence_from_dict, defended_update, epsilon, images_needed, mix_batch,
                         per_sample_norms, update_cosine)
 from ..experiments import evaluate_attack
 from ..sweeps import Job, run_jobs
 from .aggregate import aggregate_rows
+from .defence_report import claims, conclusion, plot_grids, plot_tradeoff  # noqa: F401 (the notebook's study.*)
 from .batch_scaling import scaling_config
-from .common import StudyContext, load_tensors, pick, save_results, save_tensors
+from .common import StudyContext, pick, save_results, save_tensors
 from .runs import METRICS, ID_METRICS, batch_seeds, client_bn_mode, identification, lpips_for, pool_gallery, run_key
 from .tables import reference_rows, reusable_runs
 
@@ -226,11 +226,11 @@ def point_name(point: Point) -> str:
     return f"{point.curve}: {point.label}"
 
 
-def defence_sweep(ctx: StudyContext, points: list[Point], config, reuse=(RESULTS,), executor: str | None = None,
+def defence_sweep(ctx: StudyContext, points: list[Point], config, reuse=(), executor: str | None = None,
                   **executor_options) -> tuple[list[dict], dict]:
     """Run every planned batch of ``points`` once per run key (the costliest first), runs in the
-    cached results ``reuse`` (this study's own, or 04's ``batch_scaling`` at the same
-    iterations) taken from there. Returns (per-batch rows with ``curve``, ``strength``, ``point``
+    cached results ``reuse`` (e.g. "../04_batch_scaling/batch_scaling" when the iterations are
+    04's) taken from there. Returns (per-batch rows with ``curve``, ``strength``, ``point``
     and ``run_key``; {point name: the first batch's reconstruction (and MixUp's trained images)})."""
     pool_gallery(ctx, ctx.resolution)         # once here: the workers read the cached features
     previous = reusable_runs(ctx, reuse)
@@ -290,7 +290,7 @@ def defences(ctx: StudyContext, strengths=None, batch_size: int | None = None, b
     config = scaling_config(ctx, pick(iterations, QUICK_ITERATIONS if quick else None), seeds)
     points = plan_points(ctx, strengths, batch_size, batches, fedavg_batch, fedavg_batches)
     batch_rows, images = defence_sweep(ctx, points, config, executor=executor, **executor_options)
-    save_tensors(ctx, "defence_images", {**_previous_images(ctx), **images})
+    save_tensors(ctx, "defence_images", images)
     settings = {"batch_size": points[0].batch_size, "batches": points[0].batches,
                 "fedavg_batch": next((p.batch_size for p in points if p.curve == "fedavg"), None),
                 "fedavg_batches": next((p.batches for p in points if p.curve == "fedavg"), None),
@@ -303,10 +303,3 @@ def defences(ctx: StudyContext, strengths=None, batch_size: int | None = None, b
     return save_results(ctx, RESULTS, summarise_points(batch_rows), settings, started,
                         extra={"references": summarise_references(batch_rows), "batch_rows": batch_rows})
 
-
-def _previous_images(ctx: StudyContext) -> dict:
-    """The grid tensors of an earlier run (rows whose runs are reused now keep their images)."""
-    try:
-        return load_tensors(ctx, "defence_images")
-    except MissingAssetError:
-        return {}

@@ -427,6 +427,16 @@ SEEDS = None           # None: 1 seed, no group term (quick, budget); the profil
         new_markdown_cell("## What protects and what does not\n\nGenerated from the measurements above (quick "
                           "profile: a small random network, so these are directions, not deployment advice):"),
         new_code_cell("Markdown(study.conclusion(ctx))"),
+        new_markdown_cell("""**Reading these numbers.** The cosine to the clean update is one update's: DP's noise
+averages out over the many clients and rounds of training, which one update cannot show, and
+FedAvg's K local steps are meant to move away from the one-step gradient (more progress a round),
+so for FedAvg the cosine measures that departure, not a loss. The attack fills a FedAvg client's
+local steps with its recovered labels in sorted order, the client's order being unknown to it: with
+local batches smaller than the batch, part of FedAvg's effect is that unknown order rather than the
+weights' drift. DP clips at the pool's median per-image norm: a clip far below every norm only
+rescales the update, and the L2 matching of eq. 3 is not scale-free, so that alone would stop the
+attack and hide what the noise does. IIP and pixel identification search a gallery of about a
+hundred images, where identification is far easier than among ImageNet's 1.28M."""),
     ],
 }
 

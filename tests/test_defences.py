@@ -111,7 +111,8 @@ def test_secure_aggregation_averages_clients_and_their_bn_statistics(model):
 
 def test_larger_batch_trains_on_own_and_other_images(model):
     x, y = batch(6)
-    assert images_needed(LargerBatch(3), 2) == 4 and images_needed(compose(LargerBatch(2), SecureAggregation(2)), 2) == 6
+    assert images_needed(LargerBatch(3), 2) == 4
+    assert images_needed(compose(LargerBatch(2), SecureAggregation(2)), 2) == 6
     update = defended_update(model, x[:2], y[:2], LargerBatch(3), others=(x[2:], y[2:]))
     assert torch.equal(flat(update), flat(simulate_client(model, x, y))) and update.batch_size == 6
     with pytest.raises(InputError, match="expected 4 further images"):
@@ -166,12 +167,14 @@ def test_defend_cli_attacks_the_defended_update(tmp_path, capsys):
     from gradinv_lib.defences.cli import add_cli_arguments, run_cli
     parser = argparse.ArgumentParser()
     add_cli_arguments(parser)
-    args = parser.parse_args(["--batch-size", "2", "--iterations", "2", "--seeds", "1", "--defence", "dp:clip=5,noise=0.5",
-                              "--defence", "secure_aggregation:clients=2", "--out", str(tmp_path), "--no-progress"])
+    args = parser.parse_args(["--batch-size", "2", "--iterations", "2", "--seeds", "1", "--defence",
+                              "dp:clip=5,noise=0.5", "--defence", "secure_aggregation:clients=2",
+                              "--out", str(tmp_path), "--no-progress"])
     assert run_cli(args) == 0
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["defence"]["name"] == "compose" and record["config"]["bn_target"] == "running"
     assert record["epsilon"] > 0 and -1 <= record["utility_cosine"] <= 1 and len(record["labels"]["true"]) == 4
+    assert record["model"] == "lenet_bn"
     assert "epsilon" in capsys.readouterr().out and (tmp_path / "grid.png").exists()
     with pytest.raises(InputError, match="expected one of"):
         run_cli(parser.parse_args(["--defence", "bogus", "--out", str(tmp_path)]))

@@ -57,7 +57,8 @@ def run_cli(args) -> int:
     eps = epsilon(defence)
     record = save_attack(args.out, result, evaluation, batch.images, extra={
         "defence": defence.to_dict(), "utility_cosine": utility,
-        "epsilon": None if eps is None or math.isinf(eps) else eps,   # None with DP: no noise, infinite "model": model.name,
+        "epsilon": None if eps is None or math.isinf(eps) else eps,    # None under DP: no noise, infinite
+        "model": model.name,
         "weights": model.weights_source, "data": {"source": batch.source, "ids": batch.ids, "own": size},
         "lpips_unavailable": reason})
     if args.json:

@@ -78,11 +78,11 @@ def claims(out) -> str:
                 tail += (" No noise is added there: what changed is the DP client itself (BN frozen to its running "
                          "statistics, the batch's BN statistics withheld, each image's gradient clipped).")
             if hidden is None:
-                tail += (f" Pixel correlation still identifies {rows[-1]['pixel_nn_hit']:.0%} of the images at "
-                         f"the strongest setting ({rows[-1]['label']}): colours and layout survive.")
+                tail += (f" Pixel correlation still identifies a fraction {rows[-1]['pixel_nn_hit']:.2f} of the "
+                         f"images at the strongest setting ({rows[-1]['label']}): colours and layout survive.")
             elif hidden is not below:
-                tail += (f" Pixel correlation identifies fewer than half the images only from **{hidden['label']}** "
-                         f"(utility cosine {hidden['utility']:.3f}).")
+                tail += (f" Pixel correlation identifies fewer than half the images only from "
+                         f"**{hidden['label']}** (utility cosine {hidden['utility']:.3f}).")
         lines.append(head + tail)
     return "\n".join(lines)
 
@@ -94,8 +94,15 @@ def conclusion(out) -> str:
     for curve, rows in curves(record).items():
         word, below, hidden = verdict(rows)
         below = hidden or below
-        where = "" if below is None or word == "not needed here" else (f" (from {below['label']}, utility cosine {below['utility']:.3f}, "
-                                          f"pool cosine {below['utility_population']:.3f})")
+        if word == "does not protect in the range":
+            low = min(rows[1:], key=lambda r: r["iip"])
+            where = f" (lowest IIP {low['iip']:.2f} at {low['label']}, pixel identification {low['pixel_nn_hit']:.2f})"
+        elif word == "not needed here":
+            where = ""
+        else:
+            eps = "" if below.get("epsilon") is None else f", epsilon {below['epsilon']:.3g} for the update"
+            where = (f" (from {below['label']}, utility cosine {below['utility']:.3f}, pool cosine "
+                     f"{below['utility_population']:.3f}{eps})")
         groups.setdefault(word, []).append(TITLES.get(curve, curve).split(" (")[0] + where)
     words = {"protects": "Protect (IIP below 0.1, and pixel correlation identifies fewer than half the images, "
                          "from the strength named)",
@@ -107,7 +114,9 @@ def conclusion(out) -> str:
 
 
 def _short(row: dict) -> str:
-    return row["label"].replace("K=", "K").replace(", b=", "b") if row["curve"] == "fedavg" else row["label"].split("=")[-1]
+    if row["curve"] == "fedavg":
+        return row["label"].replace("K=", "K").replace(", b=", "b")
+    return row["label"].split("=")[-1]
 
 
 def plot_tradeoff(out, pdf: bool = True):
@@ -127,8 +136,8 @@ def plot_tradeoff(out, pdf: bool = True):
         for j, (y, ylabel) in enumerate(SUCCESS):
             ax = axes[i][j]
             for curve, rows in curves(record).items():
-                line = ax.errorbar([x(r) for r in rows], [r[y] for r in rows], yerr=[r[f"{y}_std"] or 0 for r in rows],
-                                   fmt="o-", ms=4, capsize=2, label=TITLES.get(curve, curve))
+                line = ax.errorbar([x(r) for r in rows], [r[y] for r in rows], fmt="o-", ms=4, capsize=2,
+                                   yerr=[r[f"{y}_std"] or 0 for r in rows], label=TITLES.get(curve, curve))
                 for r in rows[1:]:
                     ax.annotate(_short(r), (x(r), r[y]), fontsize=6, color=line[0].get_color(), xytext=(3, 3),
                                 textcoords="offset points")

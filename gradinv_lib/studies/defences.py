@@ -14,15 +14,16 @@ so a larger batch or an aggregation holds the client's own images first, and run
 update (run key of the images and the defence, a larger batch being FedSGD on more images) are
 computed once: FedAvg's K = 1 is the larger batch of factor 2's first batches.
 
-Quick-profile budget (this 2-core CPU, 2 worker processes of one thread; DEPARTURE: 400
-iterations a run, not the profile's 800 (batch 2 at 400: PSNR ~18 dB, Lite0 IIP ~0.5 on 4
-batches, measured), ONE seed, no group term; measured per run: ~12 s at batch 2, ~15 at 4, ~21 at
-8; FedAvg's unrolled steps cost ~K times a step on the local batch: ~30 s at K=2, ~45 at K=4 and
-~86 at K=8 with local batch 1):
-  batch 2, 5 batches: clean, pruning x2, DP x3, MixUp x2       = 40 runs x 12 ~  480 CPU-s
-  larger batch and aggregation at 4 and 8 images, 5 batches      = 20 runs     ~  360 CPU-s
-  FedAvg at batch 4, 3 batches: (K, b) = (2,2) (4,1) (8,1) (2,4) =  12 runs     ~  570 CPU-s
-  together ~1400 CPU-s, ~12 min wall on 2 workers.
+Quick-profile budget, measured (this 2-core CPU shared with other work, 2 worker processes of one
+thread; DEPARTURE: 400 iterations a run, not the profile's 800, ONE seed, no group term; attack
+seconds per run: ~12.8 at batch 2, ~15 at 4, ~17.6 at 8; FedAvg unrolls K steps, ~29 s at (K, b) =
+(2, 2), ~42 at (4, 1), ~81 at (8, 1), ~34 at (2, 4)):
+  batch 2, 5 batches: clean, pruning x2, DP x3, MixUp x2       = 40 runs  ~  510 CPU-s
+  larger batch and aggregation at 4 and 8 images, 5 batches      = 20 runs  ~  330 CPU-s
+  FedAvg at batch 4, 3 batches, K = 1 reused from the larger batch = 12 runs  ~  560 CPU-s
+  attacks ~1400 CPU-s; the notebook measured 13.0 min wall, 24.9 CPU-min (with scoring, the pool's
+  Lite0 features and per-image norms, worker start-up). Over the 8-minute aim: FedAvg alone is
+  ~4.7 min wall (K = 8 unrolled costs 6x a step); STRENGTHS without "fedavg" runs the rest in ~8.
 """
 
 from __future__ import annotations
@@ -89,14 +90,16 @@ def dp_clip(ctx: StudyContext) -> float:
     clip far below every norm, clipping only rescales the update, and that alone defeats the
     L2 matching of eq. 3, which is not scale-free: the noise would then have nothing left to do."""
     data = ctx.dataset()
-    return float(f"{float(per_sample_norms(ctx.model(), data.images.to(ctx.device), data.labels.to(ctx.device)).median()):.3g}")
+    norms = per_sample_norms(ctx.model(), data.images.to(ctx.device), data.labels.to(ctx.device))
+    return float(f"{float(norms.median()):.3g}")
 
 
 def make_defence(curve: str, strength, batch_size: int, pool_size: int, clip: float = 1.0) -> Defence:
     """The defence of ``curve`` at ``strength`` (DP: ``clip``, delta 1e-5, sampling rate B / pool)."""
     if curve == "fedavg":
         steps, local = strength
-        return FedAvg(int(steps), FEDAVG_LR, local) if steps > 1 or local not in (None, batch_size) else NoDefence()
+        fedsgd = steps == 1 and local in (None, batch_size)
+        return NoDefence() if fedsgd else FedAvg(int(steps), FEDAVG_LR, local)
     return {"pruning": lambda v: GradientPruning(float(v)),
             "dp": lambda v: DPSGD(clip, float(v), DP_DELTA, batch_size / pool_size, 1),
             "mixup": lambda v: MixUp(float(v)),
@@ -121,8 +124,8 @@ def plan_points(ctx: StudyContext, strengths=None, batch_size=None, batches=None
             points += [Point(curve, float(k), f"K={k}, b={local or fb}", make_defence(curve, (k, local), fb, pool),
                              fb, fn) for k, local in steps]
             continue
-        points += [Point(curve, float(v), f"{STRENGTH_NAMES[curve]}={v:g}", make_defence(curve, v, b, pool, clip), b, n)
-                   for v in values]
+        points += [Point(curve, float(v), f"{STRENGTH_NAMES[curve]}={v:g}", make_defence(curve, v, b, pool, clip),
+                         b, n) for v in values]
     return points
 
 
@@ -295,7 +298,8 @@ def defences(ctx: StudyContext, strengths=None, batch_size: int | None = None, b
                 "fedavg_batch": next((p.batch_size for p in points if p.curve == "fedavg"), None),
                 "fedavg_batches": next((p.batches for p in points if p.curve == "fedavg"), None),
                 "fedavg_lr": FEDAVG_LR, "dp_delta": DP_DELTA,
-                "dp_clip": next((p.defence.clip for p in points if isinstance(p.defence, DPSGD)), None), "iterations": config.iterations,
+                "dp_clip": next((p.defence.clip for p in points if isinstance(p.defence, DPSGD)), None),
+                "iterations": config.iterations,
                 "profile_iterations": ctx.profile.config.iterations, "seeds": config.seeds, "group": config.group,
                 "bn_mode": client_bn_mode(ctx), "pool_size": len(ctx.dataset()), "config": config.to_dict(),
                 "points": [{"curve": p.curve, "label": p.label, "strength": p.strength, "defence": p.defence.to_dict(),

@@ -9,6 +9,9 @@ the cosine to the gradient of the whole pool (how well the update points along t
 objective); epsilon for DP. The attack is never told which defence ran: it reads the update
 (an update without BN statistics, as DP's, gets BN_approx, the running statistics).
 
+The run itself (client, attack, scoring, utility) is :func:`defence_runs.defence_job`; words and
+figures come from the cache only (``defence_report``, re-exported here for the notebook).
+
 Every point's batches are prefixes of one draw per batch seed (``sample_batch`` is prefix-stable),
 so a larger batch or an aggregation holds the client's own images first, and runs with the same
 update (run key of the images and the defence, a larger batch being FedSGD on more images) are
@@ -28,28 +31,21 @@ seconds per run: ~12.8 at batch 2, ~15 at 4, ~17.6 at 8; FedAvg unrolls K steps,
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import time
 from dataclasses import dataclass
 
-import torch
-
-from ..attack import gradinversion
-from ..client import simulate_client
 from ..data import sample_batch
 from ..defences import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, SecureAggregation,
-                        clean_update, defence_from_dict, defended_update, epsilon, images_needed, mix_batch,
-                        per_sample_norms, update_cosine)
-from ..experiments import evaluate_attack
+                        images_needed)
+from ..errors import InputError
 from ..sweeps import Job, run_jobs
 from .aggregate import aggregate_rows
-from .defence_report import claims, conclusion, plot_grids, plot_tradeoff  # noqa: F401 (the notebook's study.*)
 from .batch_scaling import scaling_config
 from .common import StudyContext, pick, save_results, save_tensors
-from .runs import METRICS, ID_METRICS, batch_seeds, client_bn_mode, identification, lpips_for, pool_gallery, run_key
-from .tables import reference_rows, reusable_runs
+from .defence_report import claims, conclusion, plot_grids, plot_tradeoff  # noqa: F401 (the notebook's study.*)
+from .defence_runs import defence_job, defence_key, dp_clip
+from .runs import METRICS, ID_METRICS, batch_seeds, client_bn_mode, pool_gallery
+from .tables import reusable_runs
 
 QUICK_ITERATIONS = 400          # budget departure: see the module docstring
 BATCH = {"quick": 2, "paper": 8}
@@ -84,16 +80,6 @@ class Point:
     batches: int
 
 
-def dp_clip(ctx: StudyContext) -> float:
-    """DP-SGD's clipping norm: the median per-image gradient norm over the pool at the global
-    weights (3 significant digits; Abadi et al. advise clipping near the median norm). With a
-    clip far below every norm, clipping only rescales the update, and that alone defeats the
-    L2 matching of eq. 3, which is not scale-free: the noise would then have nothing left to do."""
-    data = ctx.dataset()
-    norms = per_sample_norms(ctx.model(), data.images.to(ctx.device), data.labels.to(ctx.device))
-    return float(f"{float(norms.median()):.3g}")
-
-
 def make_defence(curve: str, strength, batch_size: int, pool_size: int, clip: float = 1.0) -> Defence:
     """The defence of ``curve`` at ``strength`` (DP: ``clip``, delta 1e-5, sampling rate B / pool)."""
     if curve == "fedavg":
@@ -116,6 +102,9 @@ def plan_points(ctx: StudyContext, strengths=None, batch_size=None, batches=None
     n, fn = int(pick(batches, BATCHES)), int(pick(fedavg_batches, FEDAVG_BATCHES))
     pool = len(ctx.dataset())
     strengths = STRENGTHS if strengths is None else strengths
+    unknown = sorted(set(strengths) - set(STRENGTHS))
+    if unknown:
+        raise InputError(f"STRENGTHS: expected defences from {', '.join(STRENGTHS)}, found {unknown}")
     clip = dp_clip(ctx) if "dp" in strengths else None
     points = [Point("none", 0.0, "clean", NoDefence(), b, n)]
     for curve, values in strengths.items():
@@ -127,75 +116,6 @@ def plan_points(ctx: StudyContext, strengths=None, batch_size=None, batches=None
         points += [Point(curve, float(v), f"{STRENGTH_NAMES[curve]}={v:g}", make_defence(curve, v, b, pool, clip),
                          b, n) for v in values]
     return points
-
-
-def attacked_parts(defence: Defence) -> list[Defence]:
-    """The parts that change the update of the images it covers (all but NoDefence, LargerBatch)."""
-    return [p for p in defence.parts() if not isinstance(p, (NoDefence, LargerBatch))]
-
-
-def defence_key(ctx: StudyContext, config, defence: Defence, ids, seed: int) -> str:
-    """The run's identity: ``runs.run_key`` of the images (all of them) for an undefended or
-    larger-batch run (FedSGD on those images), else that key hashed with the defence and seed."""
-    model = ctx.model()
-    base = run_key("gradinversion", config, model.name, model.weights_source, client_bn_mode(ctx), ids)
-    rest = [p.to_dict() for p in attacked_parts(defence)]
-    return base if not rest else hashlib.sha1(json.dumps([base, rest, seed]).encode()).hexdigest()[:16]
-
-
-_POOL_GRADIENT: dict = {}
-
-
-def pool_gradient(ctx: StudyContext) -> dict:
-    """The FedSGD gradient of the whole pool (the training objective's direction), once a process."""
-    key = (ctx.resolution, client_bn_mode(ctx))
-    if key not in _POOL_GRADIENT:
-        data = ctx.dataset()
-        _POOL_GRADIENT[key] = simulate_client(ctx.model(), data.images.to(ctx.device), data.labels.to(ctx.device),
-                                              client_bn_mode(ctx)).gradients
-    return _POOL_GRADIENT[key]
-
-
-def privacy(defence: Defence) -> dict:
-    """epsilon of the one update attacked, and of one epoch (1 / sample_rate steps), None
-    without DP or without noise (infinite)."""
-    dp = [p for p in defence.parts() if isinstance(p, DPSGD)]
-    if not dp:
-        return {"epsilon": None, "epsilon_epoch": None}
-    values = (epsilon(defence), epsilon(defence, math.ceil(1 / dp[0].sample_rate)))
-    return {k: None if math.isinf(v) else v for k, v in zip(("epsilon", "epsilon_epoch"), values)}
-
-
-def defence_job(ctx: StudyContext, defence: dict, batch_size: int, batch_seed: int, indices, config) -> dict:
-    """One run as a ``sweeps.Job`` function: the client holding the first ``batch_size`` images at
-    ``indices`` runs ``defence`` (the rest are the images it needs besides, ``images_needed``),
-    the attack inverts what the server receives, and every image at ``indices`` is scored.
-    Returns {"row", "images": the reconstruction in batch order, "trained_on": MixUp's images}."""
-    model, batch, mode = ctx.model(), ctx.dataset().subset(list(indices)), client_bn_mode(ctx)
-    chosen = defence_from_dict(defence)
-    x, y = batch.images.to(ctx.device), batch.labels.to(ctx.device)
-    own, others = (x[:batch_size], y[:batch_size]), ((x[batch_size:], y[batch_size:]) if len(x) > batch_size else None)
-    update = defended_update(model, *own, chosen, mode, others, batch_seed)
-    reference = clean_update(model, *own, chosen, mode, others)
-    attack = config if update.bn_stats or config.bn_target != "exact" else config.replace(bn_target="running")
-    result = gradinversion(model, update.without_labels(), attack, progress=False)
-    lpips, reason = lpips_for(ctx.device)
-    ev = evaluate_attack(model, result, batch.images, batch.labels, lpips=lpips, score_seeds=False)
-    pairing = torch.as_tensor(ev["pairing"])
-    row = {"defence": chosen.to_dict(), "batch_size": batch_size, "images": len(batch), "batch_seed": batch_seed,
-           "batch_ids": list(batch.ids), "iterations": result.iterations, "bn_target": attack.bn_target,
-           **{k: ev["metrics"].get(k) for k in METRICS}, "label_accuracy": ev["labels"].get("accuracy"),
-           **identification(ctx, [batch.ids[int(i)] for i in pairing], result.consensus),
-           "utility": update_cosine(update, reference), "utility_population": update_cosine(update, pool_gradient(ctx)),
-           **privacy(chosen), "seconds": round(result.seconds, 2), "lpips_unavailable": reason}
-    if not attacked_parts(chosen):    # FedSGD on these images: the batch's content-free references too
-        row["references"] = reference_rows(ctx, batch, model, config, batch_seed)
-    images = torch.empty_like(result.consensus)
-    images[pairing] = result.consensus
-    mixup = [p for p in chosen.parts() if isinstance(p, MixUp)]
-    trained = (mix_batch(batch.images[:batch_size], mixup[0].weight, torch.Generator().manual_seed(batch_seed))[0]
-               if mixup else None)
-    return {"row": row, "images": images.cpu(), "trained_on": trained}
 
 
 @dataclass(frozen=True)

@@ -381,8 +381,10 @@ image mixed with another of the batch at a fixed weight, soft labels).
 Attack success: label accuracy, PSNR, pretrained-Lite0 IIP and identification by pixel correlation
 among the whole pool. Utility: the cosine of the defended update to the clean update of the same
 images (1 by construction for a larger batch and for an aggregation, whose costs are elsewhere:
-more data per client, more clients per round), the cosine to the gradient of the whole pool (how
-well the update still points along the training objective), and epsilon for DP."""),
+more data per client, more clients per round), over the whole update and as the mean of each
+parameter tensor's cosine (the whole-update cosine is ruled by the largest layer, the classifier;
+the attack's per-layer matching weighs every layer alike), the cosine to the gradient of the whole
+pool (how well the update still points along the training objective), and epsilon for DP."""),
         new_code_cell(COMMON_PARAMETERS + '''\
 BATCH_SIZE = None      # None: 2 (quick) or 8 (paper): the client's own images at every point
 BATCHES = None         # None: 5 batches per point (batch seeds SEED .. SEED + 4)
@@ -411,7 +413,8 @@ SEEDS = None           # None: 1 seed, no group term (quick, budget); the profil
                       "show_table(record[\"rows\"], {\"point\": \"defence\", \"images\": \"images\", "
                       "\"label_accuracy\": \"labels\", \"psnr\": \"PSNR ↑\", \"psnr_registered\": \"PSNR reg. ↑\", "
                       "\"ssim\": \"SSIM ↑\", \"iip\": \"IIP\", \"pixel_nn_hit\": \"identified (pixels)\", "
-                      "\"utility\": \"cos to clean\", \"utility_population\": \"cos to pool\", \"epsilon\": \"epsilon\", "
+                      "\"utility\": \"cos to clean\", \"utility_layers\": \"per tensor\", \"utility_population\": \"cos to pool\", "
+                      "\"epsilon\": \"epsilon\", "
                       "\"epsilon_epoch\": \"epsilon (epoch)\", \"seconds\": \"seconds\"}, digits=3)"),
         new_markdown_cell("**Content-free references** of the same batches (noise start, mean colour): the floor "
                           "of every success measure."),

@@ -47,6 +47,17 @@ def test_pruning_keeps_exactly_p_percent_per_tensor(model, keep):
     assert pruned.bn_stats.keys() == clean.bn_stats.keys()
 
 
+def test_update_cosine_whole_and_per_tensor(model):
+    x, y = batch(4)
+    clean, pruned = simulate_client(model, x, y), defended_update(model, x, y, GradientPruning(0.05))
+    per = [torch.nn.functional.cosine_similarity(pruned.gradients[n].flatten().double(), g.flatten().double(), dim=0)
+           for n, g in clean.gradients.items() if n != "body.conv1.bias"]    # before BN: zero up to rounding
+    assert update_cosine(pruned, clean, per_tensor=True) == pytest.approx(float(torch.stack(per).mean()))
+    assert update_cosine(pruned, clean) == pytest.approx(float(torch.nn.functional.cosine_similarity(
+        flat(pruned).double(), flat(clean).double(), dim=0)))
+    assert update_cosine(clean, clean) == pytest.approx(1.0) == update_cosine(clean, clean.gradients, per_tensor=True)
+
+
 def test_global_pruning_keeps_p_percent_of_the_whole_update(model):
     x, y = batch(4)
     pruned = flat(defended_update(model, x, y, GradientPruning(0.05, "global")))

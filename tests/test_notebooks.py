@@ -157,6 +157,7 @@ def test_defences(tmp_path):
     for row in rows.values():
         _finite_metrics(row)
         assert 0 <= row["iip"] <= 1 and 0 <= row["pixel_nn_hit"] <= 1 and -1 <= row["utility"] <= 1
+        assert -1 <= row["utility_layers"] <= 1 and -1 <= row["utility_population"] <= 1
         assert row["iterations"] == 2 and row["batches"] == (1 if row["curve"] == "fedavg" else 2)
     assert rows["none: clean"]["utility"] == pytest.approx(1.0)
     assert rows["larger_batch: factor=2"]["utility"] == pytest.approx(1.0)

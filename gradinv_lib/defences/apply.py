@@ -141,12 +141,20 @@ def clean_update(model, images01: Tensor, labels: Tensor, defence: Defence = NoD
     return defended_update(model, images01, labels, data_only(defence), bn_mode, others)
 
 
-def update_cosine(update: ClientUpdate, reference: ClientUpdate | dict) -> float:
-    """Cosine similarity of two updates' gradients, all trainable parameters flattened together
-    (float64); ``reference`` may be a bare name -> gradient dict."""
+def update_cosine(update: ClientUpdate, reference: ClientUpdate | dict, per_tensor: bool = False) -> float:
+    """Cosine similarity of two updates' gradients (float64): all trainable parameters flattened
+    together, or with ``per_tensor`` the mean of each parameter tensor's own cosine (every layer
+    weighted alike, as the attack's per-layer matching weighs them; the flattened cosine is ruled
+    by the largest layer; a tensor whose reference gradient is zero up to rounding, below 1e-6 of
+    the largest tensor's norm, such as a bias before a BN layer, has no direction and is left out).
+    ``reference`` may be a bare name -> gradient dict."""
     ref = reference.gradients if isinstance(reference, ClientUpdate) else reference
-    a = torch.cat([update.gradients[n].double().flatten().cpu() for n in ref])
-    b = torch.cat([ref[n].double().flatten().cpu() for n in ref])
+    pairs = [(update.gradients[n].double().flatten().cpu(), ref[n].double().flatten().cpu()) for n in ref]
+    if per_tensor:
+        largest = max(float(b.norm()) for _, b in pairs)
+        cosines = [torch.nn.functional.cosine_similarity(a, b, dim=0) for a, b in pairs if b.norm() > 1e-6 * largest]
+        return float(torch.stack(cosines).mean())
+    a, b = (torch.cat(t) for t in zip(*pairs))
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 

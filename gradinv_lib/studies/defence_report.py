@@ -12,8 +12,6 @@ TITLES = {"pruning": "gradient pruning (keep fraction, per tensor)", "dp": "DP-S
           "mixup": "MixUp (own-image weight)", "larger_batch": "larger batch (x images)",
           "secure_aggregation": "secure aggregation (clients)", "fedavg": "FedAvg (K local steps, local batch b)"}
 SUCCESS = (("iip", "Lite0 IIP ↑"), ("pixel_nn_hit", "identified by pixel correlation ↑"), ("psnr", "PSNR (dB) ↑"))
-UTILITY = (("utility", "cosine to the clean update of the same images"),
-           ("utility_population", "cosine to the whole pool's gradient"))
 
 
 def curves(record: dict) -> dict[str, list[dict]]:
@@ -36,8 +34,8 @@ def _at(row: dict) -> str:
                if row.get("epsilon") is not None else ", epsilon infinite (no noise)")
     return (f"IIP {row['iip']:.2f} ± {row['iip_std']:.2f}, pixel identification {row['pixel_nn_hit']:.2f} ± "
             f"{row['pixel_nn_hit_std']:.2f}, PSNR {row['psnr']:.1f} ± {row['psnr_std']:.1f} dB, labels "
-            f"{row['label_accuracy']:.2f}; utility: cosine {row['utility']:.3f} to the clean update, "
-            f"{row['utility_population']:.3f} to the pool's gradient{eps}")
+            f"{row['label_accuracy']:.2f}; utility: cosine {row['utility']:.3f} to the clean update (mean per "
+            f"tensor {row['utility_layers']:.3f}), {row['utility_population']:.3f} to the pool's gradient{eps}")
 
 
 def verdict(rows: list[dict]) -> tuple[str, dict | None, dict | None]:
@@ -82,7 +80,8 @@ def claims(out) -> str:
                          f"images at the strongest setting ({rows[-1]['label']}): colours and layout survive.")
             elif hidden is not below:
                 tail += (f" Pixel correlation identifies fewer than half the images only from "
-                         f"**{hidden['label']}** (utility cosine {hidden['utility']:.3f}).")
+                         f"**{hidden['label']}** (utility cosine {hidden['utility']:.3f}, mean per tensor "
+                         f"{hidden['utility_layers']:.3f}).")
         lines.append(head + tail)
     return "\n".join(lines)
 
@@ -101,8 +100,8 @@ def conclusion(out) -> str:
             where = ""
         else:
             eps = "" if below.get("epsilon") is None else f", epsilon {below['epsilon']:.3g} for the update"
-            where = (f" (from {below['label']}, utility cosine {below['utility']:.3f}, pool cosine "
-                     f"{below['utility_population']:.3f}{eps})")
+            where = (f" (from {below['label']}, utility cosine {below['utility']:.3f}, per tensor "
+                     f"{below['utility_layers']:.3f}, pool cosine {below['utility_population']:.3f}{eps})")
         groups.setdefault(word, []).append(TITLES.get(curve, curve).split(" (")[0] + where)
     words = {"protects": "Protect (IIP below 0.1, and pixel correlation identifies fewer than half the images, "
                          "from the strength named)",
@@ -121,15 +120,16 @@ def _short(row: dict) -> str:
 
 def plot_tradeoff(out, pdf: bool = True):
     """Attack success (IIP, pixel identification, PSNR; mean ± std over batches) against utility
-    lost, 1 - cosine to the clean update (symlog: a larger batch and an aggregation lose none),
-    and against the cosine to the pool's gradient; one curve per defence (strengths annotated),
-    the undefended batch's noise-start and mean-colour rows dashed."""
+    lost, 1 - cosine to the clean update, whole and mean per tensor (symlog: a larger batch and an
+    aggregation lose none), and against the cosine to the pool's gradient; one curve per defence
+    (strengths annotated), the undefended batch's noise-start and mean-colour rows dashed."""
     import matplotlib.pyplot as plt
 
     record = load_results(out, RESULTS)
     s = record["settings"]
     refs = [r for r in record["references"] if r["images"] == s["batch_size"]]
     axes_x = ((lambda r: 1 - r["utility"], "utility lost: 1 - cosine to the clean update"),
+              (lambda r: 1 - r["utility_layers"], "utility lost: 1 - mean per-tensor cosine"),
               (lambda r: r["utility_population"], "utility: cosine to the whole pool's gradient"))
     fig, axes = plt.subplots(len(axes_x), len(SUCCESS), figsize=(4.2 * len(SUCCESS), 3.4 * len(axes_x)))
     for i, (x, xlabel) in enumerate(axes_x):
@@ -145,11 +145,11 @@ def plot_tradeoff(out, pdf: bool = True):
                 ax.axhline(ref[y], ls="--", lw=1, color=colour, label=f"{ref['row']} (batch {s['batch_size']})")
             if y == "iip":
                 ax.axhline(IIP_THRESHOLD, ls=":", lw=1, color="k", label="IIP 0.1")
-            if i == 0:
+            if i < 2:
                 ax.set_xscale("symlog", linthresh=1e-3), ax.set_xlim(-1e-4, 1.5)
             ax.set_xlabel(xlabel, fontsize=8), ax.set_ylabel(ylabel, fontsize=8), ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, bbox_to_anchor=(0.5, -0.06))
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, bbox_to_anchor=(0.5, -0.04))
     fig.suptitle(f"Attack success against utility ({s['iterations']} iterations a run, mean ± std over "
                  f"{s['batches']} batches of {s['batch_size']}; FedAvg {s['fedavg_batches']} of {s['fedavg_batch']})",
                  fontsize=9)

@@ -99,7 +99,8 @@ def defence_job(ctx: StudyContext, defence: dict, batch_size: int, batch_seed: i
            "batch_ids": list(batch.ids), "iterations": result.iterations, "bn_target": attack.bn_target,
            **{k: ev["metrics"].get(k) for k in METRICS}, "label_accuracy": ev["labels"].get("accuracy"),
            **identification(ctx, [batch.ids[int(i)] for i in pairing], result.consensus),
-           "utility": update_cosine(update, reference), "utility_population": update_cosine(update, pool_gradient(ctx)),
+           "utility": update_cosine(update, reference), "utility_layers": update_cosine(update, reference, True),
+           "utility_population": update_cosine(update, pool_gradient(ctx)),
            **privacy(chosen), "seconds": round(result.seconds, 2), "lpips_unavailable": reason}
     if not attacked_parts(chosen):    # FedSGD on these images: the batch's content-free references too
         row["references"] = reference_rows(ctx, batch, model, config, batch_seed)

@@ -4,8 +4,11 @@ leaves, per defence and strength, mean ± std over several batches; image grids 
 Attack success: label accuracy, plain and registered PSNR, SSIM, pretrained-Lite0 IIP and
 pixel-correlation identification among the whole pool (``runs.identification``). Utility: the
 cosine of the defended update to the clean update of the same images (``defences.clean_update``:
-1 by construction for a larger batch and for secure aggregation, whose cost is elsewhere), and
-the cosine to the gradient of the whole pool (how well the update points along the training
+1 by construction for a larger batch and for secure aggregation, whose cost is elsewhere), over
+the whole update and as the mean of each parameter tensor's cosine (the whole-update cosine is
+ruled by the classifier's weights, about 90% of the quick network's squared gradient norm on a
+measured batch), and the
+cosine to the gradient of the whole pool (how well the update points along the training
 objective); epsilon for DP. The attack is never told which defence ran: it reads the update
 (an update without BN statistics, as DP's, gets BN_approx, the running statistics).
 
@@ -55,7 +58,7 @@ FEDAVG_LR = 0.1                 # the client's SGD rate (its update is (w0 - wK)
 DP_DELTA = 1e-5
 STRENGTHS = {                   # curve -> strengths, weakest first (FedAvg: (K, local batch))
     "pruning": (0.1, 0.01),
-    "dp": (0.0, 1e-3, 1e-2),
+    "dp": (0.0, 1e-4, 1e-3),
     "mixup": (0.75, 0.5),
     "larger_batch": (2, 4),
     "secure_aggregation": (2, 4),
@@ -64,7 +67,8 @@ STRENGTHS = {                   # curve -> strengths, weakest first (FedAvg: (K,
 STRENGTH_NAMES = {"pruning": "keep", "dp": "noise", "mixup": "weight", "larger_batch": "factor",
                   "secure_aggregation": "clients", "fedavg": "K"}
 REFERENCE_METRICS = (*METRICS, *ID_METRICS)
-SUMMARY_METRICS = (*METRICS, "label_accuracy", *ID_METRICS, "utility", "utility_population", "seconds")
+SUMMARY_METRICS = (*METRICS, "label_accuracy", *ID_METRICS, "utility", "utility_layers", "utility_population",
+                   "seconds")
 RESULTS = "defences"
 
 

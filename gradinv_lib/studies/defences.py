@@ -20,16 +20,17 @@ so a larger batch or an aggregation holds the client's own images first, and run
 update (run key of the images and the defence, a larger batch being FedSGD on more images) are
 computed once: FedAvg's K = 1 is the larger batch of factor 2's first batches.
 
-Quick-profile budget, measured (this 2-core CPU shared with other work, 2 worker processes of one
-thread; DEPARTURE: 400 iterations a run, not the profile's 800, ONE seed, no group term; attack
-seconds per run: ~12.8 at batch 2, ~15 at 4, ~17.6 at 8; FedAvg unrolls K steps, ~29 s at (K, b) =
-(2, 2), ~42 at (4, 1), ~81 at (8, 1), ~34 at (2, 4)):
-  batch 2, 5 batches: clean, pruning x2, DP x3, MixUp x2       = 40 runs  ~  510 CPU-s
-  larger batch and aggregation at 4 and 8 images, 5 batches      = 20 runs  ~  330 CPU-s
-  FedAvg at batch 4, 3 batches, K = 1 reused from the larger batch = 12 runs  ~  560 CPU-s
-  attacks ~1400 CPU-s; the notebook measured 13.0 min wall, 24.9 CPU-min (with scoring, the pool's
-  Lite0 features and per-image norms, worker start-up). Over the 8-minute aim: FedAvg alone is
-  ~4.7 min wall (K = 8 unrolled costs 6x a step); STRENGTHS without "fedavg" runs the rest in ~8.
+Quick-profile budget, measured twice (this 2-core CPU, 2 worker processes of one thread;
+DEPARTURE: 400 iterations a run, not the profile's 800, ONE seed, no group term). Attack seconds
+per run, quiet machine (busy with other work): ~8.9 (12.8) at batch 2, ~10.8 (15) at 4, ~19 (17.6)
+at 8; FedAvg unrolls K steps: ~28 s at (K, b) = (2, 2), ~37 at (4, 1), ~79 at (8, 1), ~27 at (2, 4):
+  batch 2, 5 batches: clean, pruning x2, DP x3, MixUp x2       = 40 runs  ~  360 (510) CPU-s
+  larger batch and aggregation at 4 and 8 images, 5 batches      = 20 runs  ~  300 (330) CPU-s
+  FedAvg at batch 4, 3 batches, K = 1 reused from the larger batch = 12 runs  ~  520 (560) CPU-s
+  the whole notebook: 10.8 min wall, 20.9 CPU-min (13.0 and 24.9 when busy), with scoring, the
+  pool's Lite0 features and per-image norms and the workers' start. Over the 8-minute aim: FedAvg
+  alone is ~4.5 min wall (K = 8 unrolled costs 7x a step); STRENGTHS without "fedavg" run the rest
+  in about 6.5 min.
 """
 
 from __future__ import annotations

@@ -225,6 +225,17 @@ def _compare(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- defend
+def _defend_args(p):
+    from .defences.cli import add_cli_arguments
+    add_cli_arguments(p)
+
+
+def _defend(args) -> int:
+    from .defences.cli import run_cli
+    return run_cli(args)
+
+
 # ----------------------------------------------------------------------------- bench
 def _bench_args(p):
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -246,6 +257,7 @@ COMMANDS = {
     "invert": (_invert_args, _invert, "recover a batch's images from its gradient"),
     "bench": (_bench_args, _bench, "speed of the inversion loop against its lower bounds"),
     "compare": (_compare_args, _compare, "Table 4: GradInversion beside prior attacks on one update"),
+    "defend": (_defend_args, _defend, "attack a client that runs a defence: success, utility, epsilon"),
     "reproduce": (_reproduce_args, _reproduce, "rerun the companion notebooks: every table and figure"),
 }
 

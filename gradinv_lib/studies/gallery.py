@@ -52,6 +52,14 @@ SECTIONS = {
     "05_identifiability": ("identifiability", [
         ("fig8_iip", "Fig. 8: identifiability (paper: IIP ~28% at batch 48, ~2x for the vulnerable population)",
          IIP_COLUMNS, ["fig8_iip.png"])]),
+    "06_defences": ("defences", [
+        ("defences", "Defences (beyond the paper): attack success against utility",
+         {"point": "defence", "images": "images", "label_accuracy": "labels", "psnr": "PSNR",
+          "iip": "IIP (Lite0)", "pixel_nn_hit": "pixel NN hit", "utility": "cos to clean",
+          "utility_layers": "per tensor", "utility_population": "cos to pool", "epsilon": "epsilon",
+          "epsilon_epoch": "epsilon (epoch)"},
+         ["defences_tradeoff.png", "grid_pruning.png", "grid_dp.png", "grid_mixup.png",
+          "grid_larger_batch.png", "grid_secure_aggregation.png", "grid_fedavg.png"])]),
 }
 
 

@@ -189,3 +189,21 @@ def test_defend_cli_attacks_the_defended_update(tmp_path, capsys):
     assert "epsilon" in capsys.readouterr().out and (tmp_path / "grid.png").exists()
     with pytest.raises(InputError, match="expected one of"):
         run_cli(parser.parse_args(["--defence", "bogus", "--out", str(tmp_path)]))
+
+
+def test_defend_command_reports_the_defence_its_utility_and_bad_specs_in_one_line(tmp_path, capsys):
+    """``gradinv defend``: the attack on a pruned client's update, with the defence and its utility
+    in the JSON record; an unknown defence is one line on stderr and exit 2."""
+    import json
+
+    from gradinv_lib.cli import main
+    common = ["defend", "--batch-size", "2", "--iterations", "2", "--seeds", "1", "--no-progress",
+              "--device", "cpu", "--out", str(tmp_path / "run")]
+    assert main(common + ["--defence", "prune:keep=0.1", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["defence"]["keep"] == 0.1   # a single defence is recorded as itself
+    assert 0 < record["utility_cosine"] < 1 and record["labels"]["accuracy"] == 1.0
+    assert (tmp_path / "run" / "grid.png").is_file()
+    assert main(common + ["--defence", "shield:strength=9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shield" in err[0]

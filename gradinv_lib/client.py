@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .bn_stats import BN_MODES, bn_mode as _bn_mode, record_bn_inputs
 from .errors import InputError, MissingAssetError
-from .fedavg import check_local_training, local_training
+from .fedavg import check_local_training, is_fedsgd, local_training
 
 FORMAT_TAG = "gradinv-client-update"
 FORMAT_VERSION = 1
@@ -57,7 +57,7 @@ class ClientUpdate:
     @property
     def is_fedsgd(self) -> bool:
         """One step over the whole batch: ``gradients`` is the batch-mean gradient itself."""
-        return self.local_steps == 1 and self.local_batch_size in (None, self.batch_size)
+        return is_fedsgd(self.batch_size, self.local_steps, self.local_batch_size)
 
     def without_labels(self) -> "ClientUpdate":
         """A copy without the true labels (what an attacker actually receives)."""
@@ -128,10 +128,12 @@ def simulate_client(model, images01: Tensor, labels: Tensor, bn_mode: str = "tra
     x = model.normalize(images01.to(device=ref.device, dtype=ref.dtype))
     y = labels.to(ref.device)
     with _bn_mode(model, bn_mode):
-        with record_bn_inputs(model) as stats:
-            loss = F.cross_entropy(model(x), y)
-            grads = torch.autograd.grad(loss, list(params.values()))
-        if not (local_steps == 1 and local_batch_size in (None, batch)):
+        if is_fedsgd(batch, local_steps, local_batch_size):
+            with record_bn_inputs(model) as stats:
+                grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(params.values()))
+        else:  # the batch's BN statistics at the global weights, then the local steps
+            with torch.no_grad(), record_bn_inputs(model) as stats:
+                model(x)
             grads = local_training(model, x, y, local_steps, lr, local_batch_size)
     return ClientUpdate(
         gradients={n: g.detach() for n, g in zip(params, grads)},

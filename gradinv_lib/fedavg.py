@@ -20,6 +20,12 @@ from torch.func import functional_call
 
 from .bn_stats import record_bn_inputs
 from .errors import InputError
+from .seed_gradients import split_parameters, stack_seeds
+
+
+def is_fedsgd(batch_size: int, local_steps: int, local_batch_size: int | None) -> bool:
+    """One local step over the whole batch: the shared update is the batch-mean gradient."""
+    return local_steps == 1 and local_batch_size in (None, batch_size)
 
 
 def check_local_training(batch_size: int, local_steps, lr, local_batch_size) -> None:
@@ -32,9 +38,8 @@ def check_local_training(batch_size: int, local_steps, lr, local_batch_size) -> 
                                          or not 1 <= local_batch_size <= batch_size):
         raise InputError(f"local_batch_size: expected an integer in [1, {batch_size}] (the "
                          f"client's batch), found {local_batch_size!r}")
-    fedsgd = local_steps == 1 and local_batch_size in (None, batch_size)
     if lr is None:
-        if not fedsgd:
+        if not is_fedsgd(batch_size, local_steps, local_batch_size):
             raise InputError(f"lr: a FedAvg update ({local_steps} local steps, local batch "
                              f"{local_batch_size or batch_size}) needs the client's learning rate (CLI: "
                              "--client-lr), found none")
@@ -60,10 +65,9 @@ def local_training(model, x: Tensor, labels: Tensor, local_steps: int, lr: float
 
     Shape: x (B, C, H, W) normalised; labels (B,) -> one tensor per trainable parameter.
     """
-    trainable = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters() if p.requires_grad}
-    fixed = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-    fixed.update(model.named_buffers())
-    weights, total = dict(trainable), None
+    trainable, fixed = split_parameters(model)
+    weights = {n: p.requires_grad_(True) for n, p in trainable.items()}
+    total = None
     for idx in minibatch_indices(x.shape[0], local_steps, local_batch_size):
         idx = idx.to(x.device)
         logits = functional_call(model, {**fixed, **weights}, (x[idx],))
@@ -95,9 +99,7 @@ def per_seed_local_updates(model, images: Tensor, labels: Tensor, with_bn: bool 
         per_seed.append(local_training(model, x, labels, local_steps, lr, local_batch_size,
                                        create_graph=True))
         stats.append(dict(seed_stats))
-    grads = [torch.stack(g) for g in zip(*per_seed)]
-    bn = {k: tuple(torch.stack([s[k][i] for s in stats]) for i in (0, 1)) for k in stats[0]}
-    return grads, bn
+    return stack_seeds(per_seed, stats)
 
 
 def client_step_for(update):

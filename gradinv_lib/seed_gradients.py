@@ -42,11 +42,29 @@ def per_seed_gradients(model, images: Tensor, labels: Tensor, with_bn: bool = Fa
     return _loop_gradients(model, images, labels, with_bn, amp)
 
 
+def split_parameters(model) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """For ``torch.func.functional_call``: (the trainable parameters, detached, by name; the rest
+    of the model's state by name: frozen parameters and buffers)."""
+    trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    fixed = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    fixed.update(model.named_buffers())
+    return trainable, fixed
+
+
+def stack_seeds(per_seed: list, stats: list[dict]):
+    """G seeds' gradient lists and BN statistics -> (list of (G, *param.shape), BN name ->
+    (mean (G, C), var (G, C))); one seed gives views, not copies of every gradient."""
+    if len(per_seed) == 1:
+        return [g.unsqueeze(0) for g in per_seed[0]], {
+            k: (m.unsqueeze(0), v.unsqueeze(0)) for k, (m, v) in stats[0].items()}
+    grads = [torch.stack(g) for g in zip(*per_seed)]
+    bn = {k: tuple(torch.stack([s[k][i] for s in stats]) for i in (0, 1)) for k in stats[0]}
+    return grads, bn
+
+
 def _vmap_gradients(model, images, labels, with_bn, amp):
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    buffers = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-    buffers.update(model.named_buffers())
+    params, buffers = split_parameters(model)
+    names = list(params)
 
     def seed_loss(p, x):
         with record_bn_inputs(model) if with_bn else nullcontext({}) as stats, _autocast(x, amp):
@@ -67,9 +85,4 @@ def _loop_gradients(model, images, labels, with_bn, amp):
         loss = _cross_entropy(logits, labels)
         per_seed.append(torch.autograd.grad(loss, params, create_graph=True))
         stats.append(dict(seed_stats))
-    if len(per_seed) == 1:  # views, not copies of every gradient
-        return [g.unsqueeze(0) for g in per_seed[0]], {
-            k: (m.unsqueeze(0), v.unsqueeze(0)) for k, (m, v) in stats[0].items()}
-    grads = [torch.stack(g) for g in zip(*per_seed)]
-    bn = {k: tuple(torch.stack([s[k][i] for s in stats]) for i in (0, 1)) for k in stats[0]}
-    return grads, bn
+    return stack_seeds(per_seed, stats)

@@ -42,6 +42,7 @@ from ..data import sample_batch
 from ..defences import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, SecureAggregation,
                         images_needed)
 from ..errors import InputError
+from ..fedavg import is_fedsgd
 from ..sweeps import Job, run_jobs
 from .aggregate import aggregate_rows
 from .batch_scaling import scaling_config
@@ -89,8 +90,7 @@ def make_defence(curve: str, strength, batch_size: int, pool_size: int, clip: fl
     """The defence of ``curve`` at ``strength`` (DP: ``clip``, delta 1e-5, sampling rate B / pool)."""
     if curve == "fedavg":
         steps, local = strength
-        fedsgd = steps == 1 and local in (None, batch_size)
-        return NoDefence() if fedsgd else FedAvg(int(steps), FEDAVG_LR, local)
+        return NoDefence() if is_fedsgd(batch_size, steps, local) else FedAvg(int(steps), FEDAVG_LR, local)
     return {"pruning": lambda v: GradientPruning(float(v)),
             "dp": lambda v: DPSGD(clip, float(v), DP_DELTA, batch_size / pool_size, 1),
             "mixup": lambda v: MixUp(float(v)),

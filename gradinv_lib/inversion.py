@@ -3,6 +3,8 @@ tensor with Adam, cosine-decayed learning rate and Langevin noise, kept inside t
 
 from __future__ import annotations
 
+import functools
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +142,7 @@ class InversionLoop:
         if self.device.type == "cpu":
             keep_freed_memory()
         self.model, self.objective, self.config = model, objective, config
-        self.client_step = client_step or per_seed_gradients
+        self.client_step = client_step or functools.partial(per_seed_gradients, factored=True)
         self.labels = labels.to(self.device)
         self.shape = (config.seeds, len(self.labels), *image_shape)
         self.lo, self.hi = image_box(model, self.device)

@@ -39,7 +39,7 @@ def attack_state(model, objective: Objective, images: Tensor, labels: Tensor | N
     state = AttackState(images=images)
     if objective.needs_grads:
         state.grads, state.bn = per_seed_gradients(model, images, labels, with_bn=objective.needs_bn,
-                                                   mode=seed_mode)
+                                                   mode=seed_mode, factored=True)
     elif objective.needs_bn or objective.needs_logits:
         state.logits, state.bn = per_seed_forward(model, images, with_bn=objective.needs_bn)
     return state

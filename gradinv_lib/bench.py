@@ -1,5 +1,6 @@
 """How fast the inversion loop runs against its own lower bounds: a training step, the bare
-double-backward pass, one full iteration of our loop (every paper term on), G seeds batched versus
+double-backward pass, one full iteration of our loop (every paper term on) and the same with the classifier's
+weight gradient formed densely instead of factored (``factored_gradient``), G seeds batched versus
 sequential, one registration call, label recovery (eq. 8) and peak memory.
 
 Every time is the median over repeats after warm-up, with the variants of one case interleaved
@@ -9,8 +10,8 @@ shared, noisy machine. Weights are random: speed does not depend on them.
 
 from __future__ import annotations
 
+import functools
 import os
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .attack import build_objective
+from .bench_report import PAPER, paper_projection
+from .bench_timing import flop_count, interleaved_medians, interleaved_times, peak_memory_mib
 from .client import simulate_client, target_gradients
 from .config import InversionConfig
 from .inversion import InversionLoop, keep_freed_memory
@@ -28,22 +31,24 @@ from .labels import recover_labels_from_update
 from .models import build_model
 from .objectives import GradientMatching, Objective
 from .registration import ConsensusSchedule, registered_consensus
-
-PAPER = {"model": "resnet50", "resolution": 224, "batch_size": 8, "seeds": 8, "iterations": 20_000}
-ASSUMED_TFLOPS = (10.0, 30.0, 100.0)  # sustained GPU throughputs for the projection (assumptions)
+from .seed_gradients import per_seed_gradients
 
 
 @dataclass(frozen=True)
 class BenchCase:
-    """One model at one resolution; ``batched``: also time G seeds batched vs one seed."""
+    """One model at one resolution (``num_classes``: None for the model's own); ``batched``: also
+    time G seeds batched vs one seed."""
 
     model: str
     resolution: int
     repeats: int = 5
     batched: bool = True
+    num_classes: int | None = None
 
 
+QUICK_NETWORK = BenchCase("lenet_bn", 32, repeats=7, num_classes=1000)  # the quick profile's attack
 FULL_CASES = (
+    QUICK_NETWORK,
     BenchCase("resnet18_cifar", 32, repeats=7),
     BenchCase("resnet18", 64, repeats=5),
     BenchCase("resnet50", 224, repeats=2, batched=False),
@@ -51,100 +56,16 @@ FULL_CASES = (
     BenchCase("efficientnet_lite0", 224, repeats=2, batched=False),
 )
 QUICK_CASES = (
+    QUICK_NETWORK,
     BenchCase("resnet18_cifar", 32, repeats=3),
     BenchCase("resnet18", 64, repeats=2),
     BenchCase("efficientnet_lite0", 64, repeats=2),
 )
 
 
-# ----------------------------------------------------------------------------- measuring
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int, device,
-                      warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds of each callable, run round-robin ``repeats`` times after ``warmup`` rounds."""
-    device = torch.device(device)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, device,
-                        warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each callable (see :func:`interleaved_times`)."""
-    return {k: statistics.median(v) for k, v in interleaved_times(fns, repeats, device, warmup).items()}
-
-
-def _proc_status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _release_free_memory() -> None:
-    """Hand memory the allocator keeps cached back to the OS (glibc), so RSS counts live data."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def peak_memory_mib(fn: Callable[[], object], device) -> tuple[float, str]:
-    """(MiB above the memory in use before the call, how it was measured) for one call of ``fn``.
-
-    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the process's resident-set high-water mark,
-    reset before the call through ``/proc/self/clear_refs`` (Linux); where that is impossible, the
-    growth of ``ru_maxrss``, which only sees peaks above every earlier one (a lower bound).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        _sync(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        _sync(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "cuda max_memory_allocated"
-    _release_free_memory()
-    rss = _proc_status_kib("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        fn()
-        return (_proc_status_kib("VmHWM") - rss) / 1024, "VmHWM - VmRSS (peak RSS reset per call)"
-    except (OSError, TypeError):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fn()
-        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-        return grown / 1024, "ru_maxrss growth (lower bound)"
-
-
-def flop_count(fn: Callable[[], object]) -> int:
-    """Floating-point operations of one call, counted by ``torch.utils.flop_counter``."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
 # ----------------------------------------------------------------------------- the passes
 def _setup(case: BenchCase, batch_size: int, device, amp: bool, channels_last: bool):
-    model = build_model(case.model, weights="random", device=device)
+    model = build_model(case.model, weights="random", num_classes=case.num_classes, device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
@@ -210,7 +131,12 @@ def bench_case(case: BenchCase, batch_size: int = 8, seeds: int = 8, device="cpu
     if not amp:  # the reference matching loss (one op per layer), to show what foreach saves
         passes["loop_reference"] = loop_step(InversionLoop(
             model, with_reference_matching(objective), labels, shape, config, device))
-    out = {"model": case.model, "resolution": case.resolution, "batch_size": batch_size}
+        # the classifier's weight gradient formed per seed, to show what factoring it saves
+        passes["loop_dense"] = loop_step(InversionLoop(
+            model, objective, labels, shape, config, device,
+            client_step=functools.partial(per_seed_gradients, factored=False)))
+    out = {"model": case.model, "resolution": case.resolution, "batch_size": batch_size,
+           "num_classes": model.num_classes}
     if flops:
         out["loop_gflop"] = flop_count(passes["loop"]) / 1e9
     times = interleaved_times(passes, case.repeats, device)
@@ -240,13 +166,14 @@ def with_reference_matching(objective: Objective) -> Objective:
 
 def _batched_vs_sequential(model, update, labels, shape, config, seeds, case, device, one_seed):
     """G seeds as one (G, B, ...) tensor (vmap and loop per-seed modes) against G runs of one seed
-    (``one_seed``: a loop step, timed in the same rounds); and one registration call against the
-    loop at the paper's schedule."""
+    (``one_seed``: a loop step, timed in the same rounds), vmap also with the classifier's weight
+    gradient dense ("dense"); and one registration call against the loop at the paper's schedule."""
     out, loops = {"seeds": seeds}, {}
-    for mode in ("vmap", "loop"):
-        batched = config.replace(seeds=seeds, seed_mode=mode, group="registered")
+    dense = functools.partial(per_seed_gradients, factored=False)
+    for mode, step in (("vmap", None), ("loop", None), ("dense", dense)):
+        batched = config.replace(seeds=seeds, seed_mode="vmap" if mode == "dense" else mode, group="registered")
         loops[mode] = InversionLoop(model, build_objective(model, update, batched), labels, shape,
-                                    batched, device)
+                                    batched, device, client_step=step)
     passes = {f"batched_{mode}": loop_step(loop) for mode, loop in loops.items()}
     x = loops["vmap"].x.detach()
     passes["registration"] = lambda: registered_consensus(x, method=config.registration)
@@ -254,7 +181,7 @@ def _batched_vs_sequential(model, update, labels, shape, config, seeds, case, de
     medians = interleaved_medians(passes, max(1, case.repeats // 2), device)
     one_seed_s = medians["sequential"] / seeds
     best = min(("vmap", "loop"), key=lambda m: medians[f"batched_{m}"])
-    for mode in ("vmap", "loop"):
+    for mode in ("vmap", "loop", "dense"):
         out[f"batched_{mode}_ms_per_seed"] = 1e3 * medians[f"batched_{mode}"] / seeds
     out["sequential_ms_per_seed"] = 1e3 * one_seed_s
     out["batched_best_mode"] = best
@@ -311,32 +238,6 @@ def label_recovery_time(model_name: str, batch_size: int = 96, device="cpu", rep
             "correct": right, "note": "random weights: accuracy here says nothing about Table 1"}
 
 
-def paper_projection(cases: list[dict], device) -> dict:
-    """What the paper profile (ResNet-50, 224 px, batch 8, 8 seeds, 20K iterations) needs, from the
-    ResNet-50 case: measured here when it ran batched, else extrapolated as 8x one seed."""
-    r50 = next((c for c in cases if c["model"] == PAPER["model"]
-                and c["resolution"] == PAPER["resolution"]), None)
-    if r50 is None:
-        return {"available": False, "why": "the ResNet-50 224 px case was not run (--quick)"}
-    if "batched_vmap_ms_per_seed" in r50:
-        per_iteration = PAPER["seeds"] * min(r50["batched_vmap_ms_per_seed"],
-                                             r50["batched_loop_ms_per_seed"]) / 1e3
-        how = f"measured with {PAPER['seeds']} seeds batched on {device}"
-    else:
-        per_iteration = PAPER["seeds"] * r50["loop_ms"] / 1e3
-        how = f"extrapolated: {PAPER['seeds']} x one seed on {device} (not measured batched)"
-    out = {"available": True, "profile": PAPER, "seconds_per_iteration": per_iteration,
-           "hours_for_all_iterations": per_iteration * PAPER["iterations"] / 3600, "how": how}
-    if "loop_gflop" in r50:
-        tflop = r50["loop_gflop"] * PAPER["seeds"] * PAPER["iterations"] / 1e3
-        out["tflop_total"] = tflop
-        out["hours_at_assumed_gpu_tflops"] = {f"{t:g}": tflop / t / 3600 for t in ASSUMED_TFLOPS}
-        out["gpu_note"] = ("not measured: no GPU here. FLOPs are counted exactly; the hours assume a "
-                           "sustained throughput (a V100 peaks at 125 TFLOP/s in fp16, far less "
-                           "is sustained in the many small ops of a double backward).")
-    return out
-
-
 def run_bench(device="cpu", quick: bool = False, cases=None, batch_size: int = 8, seeds: int = 8,
               amp: bool | None = None, channels_last: bool | None = None, label_batch: int = 96,
               label_models=None, flops: bool = True) -> dict:
@@ -368,64 +269,4 @@ def run_bench(device="cpu", quick: bool = False, cases=None, batch_size: int = 8
                                         "register_start": InversionConfig().register_start,
                                         "register_every": InversionConfig().register_every}},
         "provenance": provenance(device), "seconds": time.perf_counter() - started,
-    }
-
-
-def format_bench(report: dict) -> str:
-    """The report as text tables."""
-    s = report["settings"]
-    lines = [f"gradinv bench on {report['provenance']['device']}, {s['torch_threads']} thread(s), "
-             f"batch {s['batch_size']}, AMP {'on' if s['amp'] else 'off'}, {s['weights']}",
-             f"load average before/after: {s['load_average_before'][0]:.2f} / {s['load_average_after'][0]:.2f}"
-             " (a shared machine makes every time noisy)", "",
-             f"{'model':<20}{'px':>5}{'train ms':>10}{'bare ms':>10}{'loop ms':>10}{'ref ms':>9}"
-             f"{'loop/bare':>10}{'loop/train':>11}{'bare/train':>11}{'GFLOP/s':>9}{'peak MiB':>9}"]
-    for c in report["cases"]:
-        ref = f"{c['loop_reference_ms']:9.1f}" if "loop_reference_ms" in c else f"{'-':>9}"
-        gf = f"{c['loop_gflops_per_s']:9.1f}" if "loop_gflops_per_s" in c else f"{'-':>9}"
-        lines.append(f"{c['model']:<20}{c['resolution']:>5}{c['train_ms']:10.1f}{c['bare_ms']:10.1f}"
-                     f"{c['loop_ms']:10.1f}{ref}{c['loop_over_bare']:10.2f}{c['loop_over_train']:11.2f}"
-                     f"{c['bare_over_train']:11.2f}{gf}{c['loop_peak_mib']:9.0f}")
-    batched = [c for c in report["cases"] if "seeds" in c]
-    if batched:
-        lines += ["", f"G={s['seeds']} seeds as one batched tensor vs sequential runs (ms per seed per "
-                  "iteration); registration at the paper's schedule",
-                  f"{'model':<20}{'px':>5}{'vmap':>9}{'loop':>9}{'seq':>9}{'best/seq':>9}"
-                  f"{'peak MiB':>9}{'reg ms':>9}{'calls':>6}{'reg share':>10}"]
-        for c in batched:
-            lines.append(f"{c['model']:<20}{c['resolution']:>5}{c['batched_vmap_ms_per_seed']:9.1f}"
-                         f"{c['batched_loop_ms_per_seed']:9.1f}{c['sequential_ms_per_seed']:9.1f}"
-                         f"{c['batched_over_sequential']:9.2f}{c['batched_peak_mib']:9.0f}"
-                         f"{c['registration_ms']:9.1f}{c['registration_calls']:6d}"
-                         f"{100 * c['registration_share']:9.2f}%")
-    for lab in report["label_recovery"]:
-        lines.append(f"label recovery (eq. 8), {lab['model']}, batch {lab['batch_size']}: {lab['ms']:.2f} ms")
-    p = report["paper_projection"]
-    lines.append("")
-    if not p["available"]:
-        lines.append(f"paper profile: {p['why']}")
-    else:
-        lines.append(f"paper profile (ResNet-50, 224 px, batch 8, 8 seeds, 20K iterations) on this "
-                     f"device: {p['seconds_per_iteration']:.2f} s/iteration -> "
-                     f"{p['hours_for_all_iterations']:.1f} h ({p['how']})")
-        if "tflop_total" in p:
-            hours = ", ".join(f"{h:.2f} h at {t} TFLOP/s" for t, h in p["hours_at_assumed_gpu_tflops"].items())
-            lines.append(f"  {p['tflop_total']:.0f} TFLOP in all; GPU {hours}; {p['gpu_note']}")
-    probe = report.get("torch_compile", {})
-    lines.append("torch.compile with double backward: " + (
-        "works" if probe.get("double_backward") else f"not usable ({probe.get('error')})"))
-    lines.append(f"memory: {report['cases'][0]['memory_method'] if report['cases'] else '-'}; "
-                 f"bench took {report['seconds']:.0f} s")
-    return "\n".join(lines)
-
-
-def speed_targets(report: dict) -> dict[str, bool]:
-    """The issue's targets for the ResNets: loop <= 1.10 x bare and <= 4 x train, registration
-    <= 5% at the paper's schedule, batched seeds no slower per seed than sequential runs."""
-    resnets = [c for c in report["cases"] if c["model"].startswith("resnet")]
-    return {
-        "loop_le_1.10_bare": all(c["loop_over_bare"] <= 1.10 for c in resnets),
-        "loop_le_4_train": all(c["loop_over_train"] <= 4.0 for c in resnets),
-        "registration_le_5pct": all(c["registration_share"] <= 0.05 for c in resnets if "seeds" in c),
-        "batched_le_sequential": all(c["batched_over_sequential"] <= 1.0 for c in resnets if "seeds" in c),
     }

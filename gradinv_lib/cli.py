@@ -244,7 +244,8 @@ def _bench_args(p):
 
 
 def _bench(args) -> int:
-    from .bench import format_bench, run_bench, speed_targets
+    from .bench import run_bench
+    from .bench_report import format_bench, speed_targets
     report = run_bench(device=resolve_device(args.device), quick=args.quick)
     report["targets"] = speed_targets(report)
     print_json(report) if args.json else print(format_bench(report))

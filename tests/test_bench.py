@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from gradinv_lib.bench import (BenchCase, format_bench, paper_projection, registration_share,
-                               run_bench, speed_targets)
+from gradinv_lib.bench import BenchCase, registration_share, run_bench
+from gradinv_lib.bench_report import format_bench, paper_projection, speed_targets
 from gradinv_lib.cli import COMMANDS, build_parser
 from gradinv_lib.config import InversionConfig
 
@@ -24,13 +24,14 @@ def report():
 def test_every_measurement_is_there_and_positive(report):
     assert [c["model"] for c in report["cases"]] == ["resnet18_cifar", "efficientnet_lite0"]
     for case in report["cases"]:
-        for key in ("train_ms", "bare_ms", "loop_ms", "loop_reference_ms", "loop_gflop"):
+        for key in ("train_ms", "bare_ms", "loop_ms", "loop_reference_ms", "loop_dense_ms", "loop_gflop"):
             assert case[key] > 0 and math.isfinite(case[key]), key
         assert case["loop_over_bare"] == pytest.approx(case["loop_ms"] / case["bare_ms"])
         assert case["loop_over_train"] == pytest.approx(case["loop_ms"] / case["train_ms"])
         assert case["loop_peak_mib"] >= 0 and case["memory_method"]
     batched = report["cases"][0]
     assert batched["seeds"] == 2 and batched["batched_best_mode"] in ("vmap", "loop")
+    assert batched["batched_dense_ms_per_seed"] > 0
     best = batched[f"batched_{batched['batched_best_mode']}_ms_per_seed"]
     assert batched["batched_over_sequential"] == pytest.approx(best / batched["sequential_ms_per_seed"])
     assert batched["registration_calls"] == 150 and 0 <= batched["registration_share"] < 1

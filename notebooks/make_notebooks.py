@@ -125,7 +125,7 @@ BATCH_SIZES = None  # None: 1, 8, 32, 64, 96 (quick: those the pool's distinct l
 TRIALS = None       # None: the profile's random batches per size (paper: 10,000)
 REPEAT_BATCH = 8    # batch size for the repeated-label study
 REPEATS = [1, 2, 4] # each label appears this many times
-REPEAT_TRIALS = 20
+REPEAT_TRIALS = 20  # random batches per repeat count
 LABEL_RESOLUTION = None  # None: the label model's native resolution (Lite0: 224 px)
 ''', metadata={"tags": ["parameters"]}),
         new_markdown_cell(QUICK_WARNING + """
@@ -389,7 +389,7 @@ pool (how well the update still points along the training objective), and epsilo
 BATCH_SIZE = None      # None: 2 (quick) or 8 (paper): the client's own images at every point
 BATCHES = None         # None: 5 batches per point (batch seeds SEED .. SEED + 4)
 STRENGTHS = None       # None: every defence at its default strengths; a dict such as {"pruning": [0.1], "fedavg": [[2, 2]]} runs those only
-FEDAVG_BATCH = None    # None: 4 (quick) or 8 (paper): FedAvg's client batch, K = epochs x batch / local batch
+FEDAVG_BATCH = None    # None: 4 (quick) or 8 (paper): FedAvg's client batch; K is epochs x batch / local batch
 FEDAVG_BATCHES = None  # None: 3 batches per FedAvg point
 ITERATIONS = None      # None: 400 (quick, budget departure) or the profile's (paper)
 SEEDS = None           # None: 1 seed, no group term (quick, budget); the profile's full method (paper)

@@ -104,7 +104,7 @@ def can_factor(model, images: Tensor, labels: Tensor, amp: bool) -> bool:
     soft ones), fp32, a trainable final weight, and the model returning that layer's output
     unchanged as its logits (checked once per model with a forward pass of one image)."""
     final = getattr(model, "final_layer", None)
-    if (amp or final is None or labels.dtype not in (torch.int64, torch.int32)
+    if (amp or final is None or labels.dtype != torch.int64
             or not final.weight.requires_grad or final.weight.dim() != 2):
         return False
     if model not in _OUTPUT_IS_LOGITS:

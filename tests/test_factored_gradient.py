@@ -113,6 +113,7 @@ def test_factoring_is_used_only_where_it_is_exact(setup):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in running.items())  # probe moved nothing
     assert not can_factor(model, x, labels.float().softmax(0)[:, None].expand(B, CLASSES), amp=False)
     assert not can_factor(model, x, labels, amp=True)
+    assert not can_factor(model, x, labels.int(), amp=False)   # one_hot needs int64 indices
     assert not can_factor(_ScaledLogits(model), x, labels, amp=False)
     soft = torch.full((B, CLASSES), 1 / CLASSES)
     grads, _ = per_seed_gradients(model, x, soft, factored=True)

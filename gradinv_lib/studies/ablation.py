@@ -7,10 +7,11 @@ Quick-profile budget (this 2-core CPU, 2 worker processes of one thread each; ba
 in a full reproduction at 1000 iterations: one seed ~45 CPU-s a run, 4 seeds registered ~150
 (3.3x: the 2M-weight classifier's per-seed gradients dominate), notebook 02 2489 CPU-s / 1363 s
 wall with width 64 in Table 3 (2.5x a width-32 run). Hence the profile's 800 iterations and
-Table 3 on widths 16 and 32 (32: Table 2's runs):
-  Table 2: 5 batches x (36 + 36 + 120 + 120) s                            ~ 1560 CPU-s
-  Table 3: 5 batches x 15 s                                               ~   75 CPU-s
-  notebook 02: ~1700 CPU-s, ~15 min wall on 2 workers.
+Table 3 on widths 16 and 32 (32: Table 2's runs). Since the classifier's gradient is factored
+(``factored_gradient``), measured at 800 iterations in a fresh-clone reproduction:
+  Table 2: 5 batches x (22 + 25 + 81 + 77) s                              ~ 1030 CPU-s
+  Table 3: 5 batches x 18 s                                               ~   90 CPU-s
+  notebook 02: 1215 CPU-s, 646 s wall on 2 workers.
 """
 
 from __future__ import annotations

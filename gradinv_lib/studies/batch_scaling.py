@@ -4,10 +4,10 @@ versus batch size. The same sweep (:func:`batch_sweep`) gives Fig. 8 its attacks
 (``identifiability``), which reuses these runs where their run keys match.
 
 Quick-profile budget (this 2-core CPU, 2 worker processes of one thread; the profile's 800
-iterations, ONE seed, no group term; ~8 s at batch 1, ~36 s at batch 8, ~60 s at 16, about linear
-in between; the two reference rows of a batch cost 0.4 s at batch 1 to 7 s at 16):
-  sizes 1, 4, 8, 16: 8 + 18 + 36 + 60 = 122 s per batch seed (+ ~10 s references)
-  x 8 batch seeds                                = ~1060 CPU-s, ~9 min wall on 2 workers.
+iterations, ONE seed, no group term; measured in a fresh-clone reproduction: ~15 s at batch 1,
+~26 s at batch 8, ~39 s at 16; the two reference rows of a batch cost 0.4 s at batch 1 to 7 s at 16):
+  sizes 1, 4, 8, 16: 15 + 20 + 26 + 39 = 100 s per batch seed (+ ~10 s references)
+  x 8 batch seeds                                = ~880 CPU-s; notebook 04: 914 CPU-s, 474 s wall.
 The profile's full method (4 seeds, registered consensus: 3.3x a one-seed run) would need
 ~3500 CPU-s here alone, which does not fit the 45-minute reproduction beside the other notebooks.
 """

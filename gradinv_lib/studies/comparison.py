@@ -6,9 +6,9 @@ Quick-profile budget (2 workers of one thread; batch 8, the profile's 800 iterat
 at 1000 iterations per run: BN_approx 137 CPU-s, Inverting Gradients (1 restart) 40, DLG 37,
 DeepInversion 12; 03 took 650 s wall):
   Table 4: GradInversion BN_exact is Table 2's "+ R_group registered" runs (same batches, same
-           config: reused, 0 s); 5 batches x (110 + 32 + 30 + 10) s        ~  910 CPU-s
-  Fig. 5:  batch 1, three attacks, references                            ~   50 CPU-s
-  notebook 03: ~1000 CPU-s, ~9 min wall on 2 workers.
+           config: reused, 0 s); 5 batches x (85 + 25 + 24 + 9) s at 800    ~  715 CPU-s
+  Fig. 5:  batch 1, three attacks (14 + 23 + 35 s), references           ~   75 CPU-s
+  notebook 03: 862 CPU-s, 465 s wall on 2 workers (fresh-clone reproduction, factored gradient).
 """
 
 from __future__ import annotations

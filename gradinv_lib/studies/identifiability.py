@@ -13,7 +13,8 @@ iterations: ~36 s at batch 8):
   random population: 04's runs and reference rows reused      ~   0 CPU-s (~1060 without them)
   vulnerable population, size 8 x 8 batches: 8 x 38            ~ 300 CPU-s
   per-image gradient norms of the pool, workers' start           ~  60 CPU-s
-  together ~ 360 CPU-s, ~3 min wall on 2 workers.
+  together ~ 360 CPU-s, ~3 min wall on 2 workers (measured since the factored classifier
+  gradient: notebook 05 275 CPU-s, 147 s wall).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ for a static strip when run headless, e.g. by papermill), the reconstruction's m
 content-free references, its identification among the whole pool, and each weighted term's force
 on the images at the start and the end (does one term drown the others?).
 
-Quick-profile budget: one batch of 8, 4 seeds (vmap), the profile's 800 iterations: ~120 CPU-s,
-+ ~15 s for the pool's pretrained-Lite0 features and scoring (137 s wall at 1000 iterations)."""
+Quick-profile budget: one batch of 8, 4 seeds (vmap), the profile's 800 iterations: ~52 s on 2
+threads, + ~15 s for the pool's pretrained-Lite0 features and scoring (notebook 00: 72 s wall,
+129 s CPU in a fresh-clone reproduction)."""
 
 from __future__ import annotations
 

@@ -338,7 +338,9 @@ SEEDS = None                # None: as Figs. 6-7 (quick: 1 seed, no group term)
         new_markdown_cell(QUICK_WARNING + "\n>\n" + STOPPING_NOTE + """
 >
 > **Specific to this figure:** IIP uses the features of the *pretrained* EfficientNet-Lite0 (real
-> ImageNet features), not the attacked network's, with the whole pool as the gallery (about a
+> ImageNet features), not the attacked network's, on images upsampled 2x (32 -> 64 px, where noisy
+> copies of the originals are still identified; at Lite0's 224 px they mostly are not: README,
+> "Feature distance and IIP"), with the whole pool as the gallery (about a
 > hundred images, not ImageNet's 1.28M, which makes identification far easier); a neighbour that is
 > another crop of the original's photo is counted apart ("sibling"), not as a hit. The pool holds
 > about one image per class, so "per class, the image with the largest gradient norm" would be the

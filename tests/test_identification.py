@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from gradinv_lib import metrics as M
 from gradinv_lib.data import load_pool, read_manifest
 from gradinv_lib.errors import InputError, MissingAssetError
+from gradinv_lib.metrics import features as feature_module
+from gradinv_lib.metrics.features import lite0_input_side
 from gradinv_lib.models import weights
 
 
@@ -72,9 +74,27 @@ def test_lite0_features_resize_small_images_and_are_cached(lite0):
     x = load_pool(32).images[:3]
     f = M.lite0_features(x)
     assert f.shape == (3, 1280) and M.lite0_model() is lite0
-    big = F.interpolate(x, size=(224, 224), mode="bicubic", align_corners=False).clamp(0, 1)
+    assert [lite0_input_side(s) for s in (32, 100, 112, 224, 300)] == [64, 200, 224, 224, 300]
+    big = F.interpolate(x, size=(64, 64), mode="bicubic", align_corners=False).clamp(0, 1)
     torch.testing.assert_close(f, M.penultimate_features(lite0, big), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(M.feature_distance(None, x, x.flip(0)), (f - f.flip(0)).norm(dim=1))
+
+
+def test_noisy_originals_are_identified_at_the_calibrated_side_not_at_224(lite0, monkeypatch):
+    """The calibration behind ``lite0_input_side``: a copy of each pool image with N(0, 0.1)
+    noise (a reconstruction's error at ~20 dB) is found among the pool at 2x upsampling, mostly
+    not at 7x; each image's flat mean colour is found at neither."""
+    pool = load_pool(32).subset(range(0, 110, 2))
+    idx = torch.arange(len(pool))
+    noisy = (pool.images + 0.1 * torch.randn(pool.images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    flat = pool.images.mean((-2, -1), keepdim=True).expand_as(pool.images).contiguous()
+    rates = {}
+    for upsampling in (2, 7):
+        monkeypatch.setattr(feature_module, "MAX_UPSAMPLING", upsampling)
+        gallery = M.lite0_features(pool.images)
+        rates[upsampling] = [M.nearest_neighbour_hits(M.lite0_features(x), gallery, idx)["hit"] for x in (noisy, flat)]
+    assert rates[2][0] >= 0.4 and rates[2][0] >= 2 * rates[7][0], rates
+    assert max(rates[2][1], rates[7][1]) <= 0.1, rates
 
 
 def test_iip_on_pretrained_features_with_siblings(lite0):

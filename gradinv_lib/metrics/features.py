@@ -18,8 +18,31 @@ from ..errors import MissingAssetError
 from .pixel import check_pair
 
 LITE0_NAME = "efficientnet_lite0"
-LITE0_RESOLUTION = 224
+LITE0_RESOLUTION = 224   # Lite0's native side
+MAX_UPSAMPLING = 2       # smaller images are upsampled at most this much (see lite0_input_side)
 LITE0 = "lite0"  # the feature-model argument meaning "pretrained Lite0"
+
+
+def lite0_input_side(side: int) -> int:
+    """The side Lite0 sees for images of ``side`` px: as they are from 224 px up, else upsampled
+    ``MAX_UPSAMPLING`` times, at most to 224 (32 px -> 64 px).
+
+    DEPARTURE (the paper's images are already at the network's resolution). Calibrated on the
+    embedded pool at 32 px, before any reconstruction was scored: the fraction of the 110 images
+    identified among the pool from a perturbed copy, against their clean features at the same side.
+
+    | side Lite0 sees | + N(0, 0.05) | + N(0, 0.1) | blur sigma 1 | blur 1.5 | mean colour |
+    |---|---|---|---|---|---|
+    | 32 (1x) | 0.77 | 0.44 | 0.80 | 0.56 | 0.01 |
+    | 64 (2x) | 0.85 | 0.52 | 0.95 | 0.75 | 0.04 |
+    | 128 (4x) | 0.81 | 0.35 | 0.85 | 0.62 | 0.03 |
+    | 224 (7x) | 0.49 | 0.12 | 0.80 | 0.40 | 0.04 |
+
+    Upsampled 7x, a copy with noise of a 20 dB reconstruction's size is identified 12% of the
+    time: that IIP could not tell a recovered image from a lost one. Content-free images stay
+    unidentified at every side.
+    """
+    return side if side >= LITE0_RESOLUTION else min(LITE0_RESOLUTION, MAX_UPSAMPLING * side)
 
 
 class Lite0FeaturesUnavailable(MissingAssetError):
@@ -70,9 +93,10 @@ def lite0_model(device: str = "cpu"):
 def lite0_features(images01: Tensor, batch: int = 32, device: str | torch.device = "cpu") -> Tensor:
     """Avg-pool features of the PRETRAINED EfficientNet-Lite0 (input of its final layer).
 
-    Images with a side below 224 px are first resized to 224x224 (bicubic, ``align_corners=False``,
-    clamped to [0, 1]), per chunk of ``batch``; larger images are fed as they are. Lite0's own
-    normalisation is applied by the model wrapper.
+    Images with a side below 224 px are first resized to the square side
+    :func:`lite0_input_side` gives (bicubic, ``align_corners=False``, clamped to [0, 1]; 32 px ->
+    64 px), per chunk of ``batch``; larger images are fed as they are. Lite0's own normalisation is
+    applied by the model wrapper.
 
     Shape: images01 (N, 3, H, W) in [0, 1] -> (N, 1280) float32 on CPU.
     """
@@ -80,8 +104,10 @@ def lite0_features(images01: Tensor, batch: int = 32, device: str | torch.device
     out = []
     for chunk in images01.split(batch):
         chunk = chunk.to(device=device, dtype=torch.float32)
-        if min(chunk.shape[-2:]) < LITE0_RESOLUTION:
-            chunk = F.interpolate(chunk, size=(LITE0_RESOLUTION, LITE0_RESOLUTION), mode="bicubic",
+        side = min(chunk.shape[-2:])
+        if side < LITE0_RESOLUTION:
+            target = lite0_input_side(side)
+            chunk = F.interpolate(chunk, size=(target, target), mode="bicubic",
                                   align_corners=False).clamp(0, 1)
         out.append(penultimate_features(model, chunk, batch).cpu())
     return torch.cat(out)

@@ -19,6 +19,7 @@ from ..errors import InputError, MissingAssetError
 from ..experiments import attack_batch, available_lpips
 from ..io import torch_save_atomic
 from ..metrics import lite0_features, nearest_neighbour_hits, pixel_correlation_nn, pool_source_groups
+from ..metrics.features import lite0_input_side
 from .common import StudyContext
 
 METRICS = ("feature_dist", "fft2d", "psnr", "psnr_registered", "ssim", "lpips")
@@ -100,15 +101,16 @@ def _pool_features(ctx: StudyContext, data, resolution: int) -> torch.Tensor | N
     """Pretrained-Lite0 features of the pool, cached on disk beside the study's results (every
     worker process of a sweep would otherwise spend ~15 s recomputing them); None without Lite0."""
     path = ctx.out / f"pool_lite0_features_{resolution}px.pt"
+    side = lite0_input_side(resolution)   # features of another input side are not these
     if path.exists():
         cached = torch.load(path, weights_only=False)
-        if cached.get("ids") == list(data.ids):
+        if cached.get("ids") == list(data.ids) and cached.get("lite0_side") == side:
             return cached["features"]
     try:
         features = lite0_features(data.images)
     except MissingAssetError:
         return None
-    torch_save_atomic({"ids": list(data.ids), "features": features}, path)
+    torch_save_atomic({"ids": list(data.ids), "features": features, "lite0_side": side}, path)
     return features
 
 

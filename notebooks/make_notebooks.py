@@ -401,7 +401,7 @@ SEEDS = None           # None: 1 seed, no group term (quick, budget); the profil
 > **Specific to this notebook (budget departures):** every run takes 400 iterations, not the
 > profile's 800, with one seed and no group term (Figs. 6-8's attack otherwise); the client holds 2
 > images, because a defence needs an attack that works without it, and the undefended IIP falls
-> towards 0.1 by batch 8 (notebook 05); FedAvg's unrolled local steps cost about K times a step, so
+> to about a quarter by batch 8 (notebook 05); FedAvg's unrolled local steps cost about K times a step, so
 > its sweep holds 3 batches of 4 images. The cost of every part is in the study module's docstring
 > (`gradinv_lib/studies/defences.py`). Epsilon assumes Poisson-sampled batches at the stated rate
 > (batch / pool size) and is given for the one update attacked and for one epoch of such updates."""),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .factored_gradient import FactoredGradient, inner, sq_norm
+from .gradient_distances import DISTANCE_IMPLEMENTATIONS, cosine_distance
 
 
 @dataclass
@@ -103,51 +103,6 @@ class Objective(Term):
         return out
 
 
-def _per_layer_distance(grads: list, targets: list[Tensor], squared: bool) -> Tensor:
-    """(L, G) ||g_l - t_l||_2 (or its square) of every layer for every seed."""
-    dists = torch.stack([g.sq_distance(t) if isinstance(g, FactoredGradient)
-                         else (g - t).flatten(1).pow(2).sum(1) for g, t in zip(grads, targets)])
-    return dists if squared else dists.clamp_min(1e-30).sqrt()
-
-
-def _dense_distances_foreach(grads: list[Tensor], targets: list[Tensor]) -> Tensor:
-    """(L, G) ||g_l - t_l||_2 of dense layers: one foreach subtraction and norms (one foreach norm
-    for one seed) instead of four ops per layer; the norm's backward also takes fewer passes over
-    the gradients than ``pow(2).sum().sqrt()``."""
-    seeds = grads[0].shape[0]
-    diffs = torch._foreach_sub(list(grads), targets)  # broadcasts each (C,...) target over G
-    if seeds == 1:  # views: their backward copies nothing (unbind's would stack every gradient)
-        return torch.stack(torch._foreach_norm([d.view(d.shape[1:]) for d in diffs])).view(-1, 1)
-    return torch.stack([torch.linalg.vector_norm(d.flatten(1), dim=1) for d in diffs])
-
-
-def _per_layer_distance_foreach(grads: list, targets: list[Tensor], squared: bool) -> Tensor:
-    """(L, G) the same distances as :func:`_per_layer_distance` (the reference), dense layers in
-    one foreach pass, a factored layer by its Gram form."""
-    factored = [i for i, g in enumerate(grads) if isinstance(g, FactoredGradient)]
-    dense_idx = [i for i in range(len(grads)) if i not in factored]
-    rows: list = [None] * len(grads)
-    if dense_idx:
-        for i, row in zip(dense_idx, _dense_distances_foreach([grads[i] for i in dense_idx],
-                                                              [targets[i] for i in dense_idx])):
-            rows[i] = row.square() if squared else row
-    for i in factored:
-        sq = grads[i].sq_distance(targets[i])
-        rows[i] = sq if squared else sq.clamp_min(1e-30).sqrt()
-    return torch.stack(rows)
-
-
-DISTANCE_IMPLEMENTATIONS = {"foreach": _per_layer_distance_foreach, "reference": _per_layer_distance}
-
-
-def _cosine_distance(grads: list, targets: list[Tensor], weights: list[float]) -> Tensor:
-    """(G,) one minus the cosine similarity of all (weighted) gradients, per seed."""
-    dot = sum(w * inner(g, t) for w, g, t in zip(weights, grads, targets))
-    g_sq = sum(w * sq_norm(g) for w, g in zip(weights, grads))
-    t_sq = sum(w * t.pow(2).sum() for w, t in zip(weights, targets))
-    return 1 - dot / (g_sq.clamp_min(1e-30).sqrt() * t_sq.clamp_min(1e-30).sqrt())
-
-
 class GradientMatching(Term):
     """L_grad (eq. 3): distance between the seeds' parameter gradients and the client's.
 
@@ -184,7 +139,7 @@ class GradientMatching(Term):
 
     def __call__(self, state: AttackState) -> Tensor:
         if self.metric == "cosine":
-            return _cosine_distance(state.grads, self.targets, self.layer_weights).sum()
+            return cosine_distance(state.grads, self.targets, self.layer_weights).sum()
         per_layer = self.distance(state.grads, self.targets, self.metric == "sq_l2")  # (L, G)
         if self.layer_scale is not None:
             per_layer = per_layer * self.layer_scale.to(per_layer)

@@ -51,10 +51,12 @@ class FactoredGradient:
         """(G,) <A^T F, T> = sum(A * (F T^T)) for a (C, D) target."""
         return (self.a * (self.f @ target.T)).sum((1, 2))
 
-    def sq_distance(self, target: Tensor) -> Tensor:
-        """(G,) ||A^T F - T||^2, assembled in float64 (the three parts nearly cancel near a match)."""
-        value = (self.sq_norm().double() - 2 * self.inner(target).double()
-                 + target.double().square().sum())
+    def sq_distance(self, target: Tensor, target_sq: Tensor | None = None) -> Tensor:
+        """(G,) ||A^T F - T||^2, assembled in float64 (the three parts nearly cancel near a match);
+        ``target_sq``: ||T||^2 in float64 if already known (computed here otherwise)."""
+        if target_sq is None:
+            target_sq = target.double().square().sum()
+        value = self.sq_norm().double() - 2 * self.inner(target).double() + target_sq
         return value.clamp_min(0).to(self.a.dtype)
 
 

@@ -10,10 +10,12 @@ from torch import Tensor
 from .factored_gradient import FactoredGradient, inner, sq_norm
 
 
-def _per_layer_distance(grads: list, targets: list[Tensor], squared: bool) -> Tensor:
-    """(L, G) ||g_l - t_l||_2 (or its square) of every layer for every seed."""
-    dists = torch.stack([g.sq_distance(t) if isinstance(g, FactoredGradient)
-                         else (g - t).flatten(1).pow(2).sum(1) for g, t in zip(grads, targets)])
+def _per_layer_distance(grads: list, targets: list[Tensor], squared: bool, target_sq=None) -> Tensor:
+    """(L, G) ||g_l - t_l||_2 (or its square) of every layer for every seed. ``target_sq``: each
+    target's squared norm in float64 where known (a factored layer needs it)."""
+    target_sq = target_sq or [None] * len(targets)
+    dists = torch.stack([g.sq_distance(t, s) if isinstance(g, FactoredGradient)
+                         else (g - t).flatten(1).pow(2).sum(1) for g, t, s in zip(grads, targets, target_sq)])
     return dists if squared else dists.clamp_min(1e-30).sqrt()
 
 
@@ -28,20 +30,16 @@ def _dense_distances_foreach(grads: list[Tensor], targets: list[Tensor]) -> Tens
     return torch.stack([torch.linalg.vector_norm(d.flatten(1), dim=1) for d in diffs])
 
 
-def _per_layer_distance_foreach(grads: list, targets: list[Tensor], squared: bool) -> Tensor:
-    """(L, G) the same distances as :func:`_per_layer_distance` (the reference), dense layers in
-    one foreach pass, a factored layer by its Gram form."""
-    factored = [i for i, g in enumerate(grads) if isinstance(g, FactoredGradient)]
-    dense_idx = [i for i in range(len(grads)) if i not in factored]
-    rows: list = [None] * len(grads)
-    if dense_idx:
-        for i, row in zip(dense_idx, _dense_distances_foreach([grads[i] for i in dense_idx],
-                                                              [targets[i] for i in dense_idx])):
-            rows[i] = row.square() if squared else row
-    for i in factored:
-        sq = grads[i].sq_distance(targets[i])
-        rows[i] = sq if squared else sq.clamp_min(1e-30).sqrt()
-    return torch.stack(rows)
+def _per_layer_distance_foreach(grads: list, targets: list[Tensor], squared: bool, target_sq=None) -> Tensor:
+    """(L, G) the same distances as :func:`_per_layer_distance` (the reference): dense layers in
+    one foreach pass, a factored layer by the reference (its Gram form)."""
+    target_sq = target_sq or [None] * len(targets)
+    dense = [i for i, g in enumerate(grads) if not isinstance(g, FactoredGradient)]
+    norms = dict(zip(dense, _dense_distances_foreach([grads[i] for i in dense], [targets[i] for i in dense]))
+                 if dense else ())
+    return torch.stack([(norms[i].square() if squared else norms[i]) if i in norms
+                        else _per_layer_distance([g], [targets[i]], squared, [target_sq[i]])[0]
+                        for i, g in enumerate(grads)])
 
 
 DISTANCE_IMPLEMENTATIONS = {"foreach": _per_layer_distance_foreach, "reference": _per_layer_distance}

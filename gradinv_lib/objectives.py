@@ -128,6 +128,9 @@ class GradientMatching(Term):
                              f"{sorted(DISTANCE_IMPLEMENTATIONS)}")
         self.distance = DISTANCE_IMPLEMENTATIONS[implementation]
         self.targets = [t.detach() for t in targets]
+        # ||t||^2 in float64 once, not per iteration: a factored layer's distance needs it (the
+        # classifier's target is 1000 x 2048 on the quick network)
+        self.target_sq = [t.double().square().sum() for t in self.targets]
         self.metric = metric
         self.layer_weights = list(layer_weights) if layer_weights is not None else [1.0] * len(targets)
         self.relative = relative
@@ -140,7 +143,7 @@ class GradientMatching(Term):
     def __call__(self, state: AttackState) -> Tensor:
         if self.metric == "cosine":
             return cosine_distance(state.grads, self.targets, self.layer_weights).sum()
-        per_layer = self.distance(state.grads, self.targets, self.metric == "sq_l2")  # (L, G)
+        per_layer = self.distance(state.grads, self.targets, self.metric == "sq_l2", self.target_sq)  # (L, G)
         if self.layer_scale is not None:
             per_layer = per_layer * self.layer_scale.to(per_layer)
         return per_layer.sum()

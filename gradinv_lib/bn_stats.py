@@ -99,6 +99,22 @@ def _bn_input_hooks(model, fn: Callable[[str, Tensor], None]) -> Iterator[None]:
 
 
 @contextmanager
+def bn_in_float32(model) -> Iterator[None]:
+    """During the block every BN layer of ``model.bn_layers()`` computes in float32: its input is
+    cast up before it runs (and before :func:`record_bn_inputs` reads it). Under bf16 autocast this
+    is mixed precision's usual rule, and ``torch.func.vmap(grad(...))`` needs it: a bf16 input with
+    float32 weights fails there ("expected scalar type BFloat16 but found Float")."""
+    handles = [module.register_forward_pre_hook(lambda _m, inputs: (inputs[0].float(), *inputs[1:]),
+                                                prepend=True)
+               for module in model.bn_layers().values()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
 def record_bn_inputs(model) -> Iterator[dict[str, tuple[Tensor, Tensor]]]:
     """Record the (mean, biased variance) of the input of every BN layer during the block.
 

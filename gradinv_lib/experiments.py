@@ -57,6 +57,9 @@ def evaluate_attack(model, result: InversionResult, originals01: torch.Tensor,
     ties and repairs wrong labels); PSNR after registration registers each image onto its own
     original. ``score_seeds=False`` leaves the seeds unscored (tables show only the consensus).
     """
+    # results come back on the CPU (InversionResult); originals may sit on the attack's device
+    originals01 = originals01.cpu()
+    true_labels = None if true_labels is None else torch.as_tensor(true_labels).cpu()
     labels = true_labels if true_labels is not None else result.labels
     perm = match_by_labels(result.labels, labels, result.consensus, originals01)
     paired = originals01[perm]

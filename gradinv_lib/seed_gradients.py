@@ -3,14 +3,14 @@ loss on that seed's batch (kept differentiable w.r.t. the images) and its BN inp
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from .bn_stats import record_bn_inputs
+from .bn_stats import bn_in_float32, record_bn_inputs
 from .factored_gradient import FactoredGradient, can_factor, final_layer_io, logit_gradient
 
 
@@ -19,10 +19,14 @@ def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels)
 
 
-def _autocast(images: Tensor, enabled: bool):
-    if enabled and images.device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+@contextmanager
+def _autocast(model, images: Tensor, enabled: bool):
+    """bf16 autocast on CUDA when ``enabled``, with BN kept in float32 (``bn_in_float32``)."""
+    if not (enabled and images.device.type == "cuda"):
+        yield
+        return
+    with torch.autocast("cuda", dtype=torch.bfloat16), bn_in_float32(model):
+        yield
 
 
 def per_seed_gradients(model, images: Tensor, labels: Tensor, with_bn: bool = False,
@@ -79,7 +83,7 @@ def _vmap_gradients(model, images, labels, with_bn, amp, factor=False):
         buffers = {**buffers, weight: params.pop(weight)}
 
     def seed_loss(p, x):
-        with (record_bn_inputs(model) if with_bn else nullcontext({}) as stats, _autocast(x, amp),
+        with (record_bn_inputs(model) if with_bn else nullcontext({}) as stats, _autocast(model, x, amp),
               final_layer_io(model) if weight else nullcontext({}) as final):
             logits = functional_call(model, (p, buffers), (x,))
         return _cross_entropy(logits, labels), (dict(stats), *((logits, final["input"]) if weight else ()))
@@ -98,7 +102,7 @@ def _loop_gradients(model, images, labels, with_bn, amp, factor=False):
     params = [p for n, p in named if n != weight]
     per_seed, stats, factors = [], [], []
     for x in images:
-        with (record_bn_inputs(model) if with_bn else nullcontext({}) as seed_stats, _autocast(x, amp),
+        with (record_bn_inputs(model) if with_bn else nullcontext({}) as seed_stats, _autocast(model, x, amp),
               final_layer_io(model) if weight else nullcontext({}) as final):
             logits = model(x)
         loss = _cross_entropy(logits, labels)

@@ -3,6 +3,8 @@ text tables, and the speed targets."""
 
 from __future__ import annotations
 
+import torch
+
 PAPER = {"model": "resnet50", "resolution": 224, "batch_size": 8, "seeds": 8, "iterations": 20_000}
 ASSUMED_TFLOPS = (10.0, 30.0, 100.0)  # sustained GPU throughputs for the projection (assumptions)
 
@@ -24,8 +26,9 @@ def paper_projection(cases: list[dict], device) -> dict:
     out = {"available": True, "profile": PAPER, "seconds_per_iteration": per_iteration,
            "hours_for_all_iterations": per_iteration * PAPER["iterations"] / 3600, "how": how}
     if "loop_gflop" in r50:
-        tflop = r50["loop_gflop"] * PAPER["seeds"] * PAPER["iterations"] / 1e3
-        out["tflop_total"] = tflop
+        out["tflop_total"] = r50["loop_gflop"] * PAPER["seeds"] * PAPER["iterations"] / 1e3
+    if "loop_gflop" in r50 and torch.device(device).type == "cpu":  # no GPU: assume its throughput
+        tflop = out["tflop_total"]
         out["hours_at_assumed_gpu_tflops"] = {f"{t:g}": tflop / t / 3600 for t in ASSUMED_TFLOPS}
         out["gpu_note"] = ("not measured: no GPU here. FLOPs are counted exactly; the hours assume a "
                            "sustained throughput (a V100 peaks at 125 TFLOP/s in fp16, far less "
@@ -71,9 +74,15 @@ def format_bench(report: dict) -> str:
         lines.append(f"paper profile (ResNet-50, 224 px, batch 8, 8 seeds, 20K iterations) on this "
                      f"device: {p['seconds_per_iteration']:.2f} s/iteration -> "
                      f"{p['hours_for_all_iterations']:.1f} h ({p['how']})")
-        if "tflop_total" in p:
+        if "hours_at_assumed_gpu_tflops" in p:
             hours = ", ".join(f"{h:.2f} h at {t} TFLOP/s" for t, h in p["hours_at_assumed_gpu_tflops"].items())
             lines.append(f"  {p['tflop_total']:.0f} TFLOP in all; GPU {hours}; {p['gpu_note']}")
+    amp = report.get("amp_vs_fp32")
+    if amp:
+        lines.append(f"AMP vs fp32, {amp['model']} at {amp['resolution']} px, {amp['iterations']} iterations, "
+                     f"same start: PSNR {amp['amp_psnr']:.2f} vs {amp['fp32_psnr']:.2f} dB "
+                     f"(difference {amp['psnr_difference_db']:+.2f}; the two agree to {amp['psnr_amp_vs_fp32']:.1f} dB); "
+                     f"{amp['amp_seconds']:.1f} vs {amp['fp32_seconds']:.1f} s")
     probe = report.get("torch_compile", {})
     lines.append("torch.compile with double backward: " + (
         "works" if probe.get("double_backward") else f"not usable ({probe.get('error')})"))

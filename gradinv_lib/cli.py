@@ -8,6 +8,7 @@ import sys
 
 from .command_setup import invert_config, model_data_args, print_json, resolve_device, setup
 from .errors import GradInvError, InputError
+from .profiles import PROFILES
 
 
 # ----------------------------------------------------------------------------- doctor
@@ -181,7 +182,7 @@ def _invert(args) -> int:
 
 # ----------------------------------------------------------------------------- reproduce
 def _reproduce_args(p):
-    p.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    p.add_argument("--profile", default="quick", choices=list(PROFILES))
     p.add_argument("--only", action="append", metavar="NAME",
                    help="a notebook name or prefix such as 01 (repeatable; default: all)")
     p.add_argument("--force", action="store_true", help="rerun notebooks whose results are current")
@@ -241,12 +242,21 @@ def _bench_args(p):
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--device", help="cpu | cuda (default: cuda when available; AMP on with cuda)")
     p.add_argument("--quick", action="store_true", help="skip the 224 px cases, fewer repeats")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast of the forward passes (default: on with cuda, off on cpu)")
+    p.add_argument("--amp-check", type=int, default=0, metavar="ITERATIONS",
+                   help="cuda: also run the full method on ResNet-50 at 224 px for this many "
+                        "iterations with AMP and without, and report the PSNR difference")
 
 
 def _bench(args) -> int:
     from .bench import run_bench
     from .bench_report import format_bench, speed_targets
-    report = run_bench(device=resolve_device(args.device), quick=args.quick)
+    device = resolve_device(args.device)
+    report = run_bench(device=device, quick=args.quick, amp=args.amp)
+    if args.amp_check:
+        from .bench_amp import amp_agreement
+        report["amp_vs_fp32"] = amp_agreement(iterations=args.amp_check, device=device)
     report["targets"] = speed_targets(report)
     print_json(report) if args.json else print(format_bench(report))
     return 0

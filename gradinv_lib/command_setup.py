@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from .errors import InputError
+from .profiles import PROFILES
 
 
 def print_json(data) -> None:
@@ -29,7 +30,7 @@ def resolve_device(device: str | None) -> str:
 
 def model_data_args(p) -> None:
     """The options of every command that builds a model and samples data."""
-    p.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    p.add_argument("--profile", default="quick", choices=list(PROFILES))
     p.add_argument("--model", help="model name (default: the profile's)")
     p.add_argument("--weights", help="'default', 'random' or a weight file (default: the profile's)")
     p.add_argument("--dataset", help="pool | embedded | cifar10 | imagenet (default: the profile's)")

@@ -128,7 +128,8 @@ def gallery_markdown(profile: str, root: Path | None = None) -> str:
             lines += [f"![{fig}]({profile}/{notebook}/{fig})" for fig in figures if (folder / fig).exists()]
             run = _stamp(folder)
             lines += ["", f"<sub>{record.get('created', '?')}; gradinv {prov.get('gradinv')}, torch "
-                      f"{prov.get('torch')}, {prov.get('device')} ({prov.get('cpu_threads')} threads), "
+                      f"{prov.get('torch')}, {prov.get('device')}" + (f" ({prov['gpu']})" if prov.get("gpu") else "")
+                      + f" ({prov.get('cpu_threads')} threads), "
                       f"{prov.get('platform')}; model {ctx.get('profile_model')}, {ctx.get('resolution')} px, "
                       f"seed {ctx.get('seed')}; compute {record.get('wall_time_s')} s"
                       + (f"; whole notebook {run['seconds']} s wall, {run.get('cpu_seconds')} s CPU"

@@ -17,7 +17,6 @@ import torch
 
 from ..data import sample_batch
 from .aggregate import METRIC_NAMES, VERDICT_WORDS, direction_holds
-from .batch_scaling import STOPPING
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
 from .runs import run_attack, study_config
 from .tables import reference_rows
@@ -94,7 +93,8 @@ def quickstart(ctx: StudyContext, batch_size: int | None = None, iterations: int
                                             "reconstruction": run.reconstruction})
     save_tensors(ctx, "quickstart_progress", preview.strip())
     settings = {"batch_size": batch_size, "iterations": config.iterations, "seeds": config.seeds,
-                "group": config.group, "bn_mode": row.get("bn_mode"), "stopping": STOPPING,
+                "model": run.row["model"], "weights": run.row["weights"], "amp": config.amp,
+                "group": config.group, "bn_mode": row.get("bn_mode"), "stopping": ctx.profile.stopping,
                 "config": config.to_dict(), "batch_ids": batch.ids, "true_labels": batch.labels.tolist(),
                 "recovered_labels": run.evaluation["labels"]["recovered"], "pseudo_labels": batch.pseudo.tolist()}
     return save_results(ctx, "quickstart", [row, *references], settings, started,

@@ -202,7 +202,7 @@ def run_cli(args) -> dict:
     profile, model, dataset = setup(args)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     base = profile.config.replace(seed=args.seed,
-                                  iterations=profile.compare_iterations or profile.config.iterations)
+                                  iterations=profile.full_method_iterations or profile.config.iterations)
     configs = default_configs(base, restarts=args.restarts)
     for name, n in parse_iterations(args.iterations, attacks).items():
         configs[name] = configs[name].replace(iterations=n)

@@ -23,7 +23,9 @@ class Profile:
     config: InversionConfig
     label_trials: int
     label_batch_sizes: tuple = ()
-    compare_iterations: int | None = None   # per attack in `gradinv compare` (None: config's)
+    # the full method and the attacks compared with it (quickstart, Table 2, Table 4, Fig. 5,
+    # `gradinv compare`); None: config.iterations, which the sweeps (Table 3, Figs. 6-8) run
+    full_method_iterations: int | None = None
     client_bn_mode: str = "train"   # BN in the client's forward: "train" (batch stats: BN_exact) | "eval"
     notes: str = ""
     stopping: str = ("the profile's iterations; measured on the quick network at batch 8 (README, "
@@ -35,7 +37,7 @@ PROFILES = {
         name="quick", model="lenet_bn", weights="random", resolution=32, dataset="pool",
         config=InversionConfig(iterations=800, lr=0.1, warmup=20, seeds=4, group="registered",
                                log_every=25, checkpoint_every=100, register_every=25),
-        label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96), compare_iterations=800,
+        label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96), full_method_iterations=1200,
         client_bn_mode="train",
         notes="Randomly initialised LeNet with BatchNorm (DLG's network: four 5x5 convolutions, "
               "sigmoid, width 32; models/lenet.py) at 32 px on the embedded pool; batch 8, 800 "

@@ -2,7 +2,8 @@
 client updates of the same batches with the same iteration budget) and Fig. 5 (batch 1, a hard
 sample: DLG and Inverting Gradients beside GradInversion).
 
-Quick-profile budget (2 workers of one thread; batch 8, the profile's 800 iterations; measured
+Quick-profile budget (2 workers of one thread; batch 8; now the profile's full-method budget,
+1200 iterations, ~1.5x the following, measured at 800 iterations; measured
 at 1000 iterations per run: BN_approx 137 CPU-s, Inverting Gradients (1 restart) 40, DLG 37,
 DeepInversion 12; 03 took 650 s wall):
   Table 4: GradInversion BN_exact is Table 2's "+ R_group registered" runs (same batches, same
@@ -25,7 +26,7 @@ from ..sweeps import Job, run_jobs
 from .aggregate import mark_directions
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
 from .identifiability import per_image_gradient_norms
-from .runs import attack_job, objective_configs
+from .runs import attack_job, full_method_iterations, objective_configs
 from .tables import RowSpec, claims_markdown, display_columns, reference_rows, run_table, start_of, summarise
 
 BATCHES = 5
@@ -41,7 +42,7 @@ def attack_configs(ctx: StudyContext, iterations: int | None = None, seeds: int 
     config of Table 2's last row (so its runs are reused); BN_approx the same on running stats.
     Inverting Gradients gets as many restarts as GradInversion has seeds (default), so both
     spend the same compute per iteration (its paper uses restarts too)."""
-    full = objective_configs(ctx, seeds, iterations)["group_registered"]
+    full = objective_configs(ctx, seeds, full_method_iterations(ctx, iterations))["group_registered"]
     return {**default_configs(full, restarts=int(pick(restarts, full.seeds))), FULL_METHOD: full,
             "gradinversion_bn_approx": full.replace(bn_target="running")}
 

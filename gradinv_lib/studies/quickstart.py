@@ -4,9 +4,9 @@ for a static strip when run headless, e.g. by papermill), the reconstruction's m
 content-free references, its identification among the whole pool, and each weighted term's force
 on the images at the start and the end (does one term drown the others?).
 
-Quick-profile budget: one batch of 8, 4 seeds (vmap), the profile's 800 iterations: ~52 s on 2
-threads, + ~15 s for the pool's pretrained-Lite0 features and scoring (notebook 00: 72 s wall,
-129 s CPU in a fresh-clone reproduction)."""
+Quick-profile budget: one batch of 8, 4 seeds (vmap), the profile's full-method budget (1200
+iterations; 800 took ~52 s on 2 threads), + ~15 s for the pool's pretrained-Lite0 features and
+scoring (``figures/README.md`` gives the notebook's wall and CPU time)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from ..data import sample_batch
 from .aggregate import METRIC_NAMES, VERDICT_WORDS, direction_holds
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
-from .runs import run_attack, study_config
+from .runs import full_method_iterations, run_attack, study_config
 from .tables import reference_rows
 
 BATCH_SIZE = 8
@@ -80,7 +80,7 @@ def quickstart(ctx: StudyContext, batch_size: int | None = None, iterations: int
     accuracy, identification among the pool); ``forces``: each weighted term's force."""
     started = time.perf_counter()
     batch_size = int(pick(batch_size, BATCH_SIZE))
-    config = study_config(ctx, iterations, **({} if seeds is None else {"seeds": int(seeds)}))
+    config = study_config(ctx, full_method_iterations(ctx, iterations), **({} if seeds is None else {"seeds": int(seeds)}))
     preview_every = int(pick(preview_every, max(1, config.iterations // 20)))
     config = config.replace(log_every=min(config.log_every, preview_every))
     batch = sample_batch(ctx.dataset(), batch_size, seed=ctx.seed)

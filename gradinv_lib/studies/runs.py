@@ -51,6 +51,12 @@ def study_config(ctx: StudyContext, iterations: int | None = None, **changes) ->
     return config.replace(iterations=int(iterations)) if iterations else config
 
 
+def full_method_iterations(ctx: StudyContext, iterations: int | None = None) -> int | None:
+    """``iterations``, else the profile's budget for the full method and the attacks compared
+    with it (``Profile.full_method_iterations``; None: the profile's config)."""
+    return iterations or ctx.profile.full_method_iterations
+
+
 def objective_configs(ctx: StudyContext, seeds: int | None = None, iterations: int | None = None) -> dict:
     """Table 2's objectives, each adding one term of eqs. 3, 9, 12 to the one before (BN_exact):
     name -> InversionConfig. The group rows use ``seeds`` (default: the profile's, at least 4)."""

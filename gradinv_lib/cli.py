@@ -244,15 +244,16 @@ def _bench_args(p):
     p.add_argument("--quick", action="store_true", help="skip the 224 px cases, fewer repeats")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast of the forward passes (default: on with cuda, off on cpu)")
-    p.add_argument("--amp-check", type=int, default=0, metavar="ITERATIONS",
-                   help="cuda: also run the full method on ResNet-50 at 224 px for this many "
-                        "iterations with AMP and without, and report the PSNR difference")
+    p.add_argument("--amp-check", type=int, default=0, metavar="N", help="cuda: also attack "
+                   "ResNet-50 at 224 px for N iterations with AMP and without (PSNR difference)")
 
 
 def _bench(args) -> int:
     from .bench import run_bench
     from .bench_report import format_bench, speed_targets
     device = resolve_device(args.device)
+    if args.amp_check and not str(device).startswith("cuda"):
+        raise InputError(f"--amp-check: expected a CUDA device (no autocast elsewhere), found {device}")
     report = run_bench(device=device, quick=args.quick, amp=args.amp)
     if args.amp_check:
         from .bench_amp import amp_agreement

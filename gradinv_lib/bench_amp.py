@@ -18,15 +18,21 @@ from .metrics.pixel import psnr
 from .models import build_model
 
 
+def require_cuda(device) -> torch.device:
+    """``device`` as a torch.device; a one-line InputError unless it is CUDA (autocast is off elsewhere)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise InputError(f"AMP check: expected a CUDA device (autocast is off elsewhere), found {device}")
+    return device
+
+
 def amp_agreement(model_name: str = "resnet50", resolution: int = 224, iterations: int = 200,
                   batch_size: int = 8, seeds: int = 1, device="cuda", weights: str = "random",
                   seed: int = 0) -> dict:
     """PSNR (dB, mean over the batch) of the fp32 and the AMP reconstructions against the
     originals, and of one against the other, after ``iterations`` of the full method from the
     same start, on one batch of the embedded pool (labels given, so both attack the same batch)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        raise InputError(f"amp_agreement: expected a CUDA device (autocast is off elsewhere), found {device}")
+    device = require_cuda(device)
     model = build_model(model_name, weights=weights, num_classes=1000, device=device, seed=seed)
     batch = sample_batch(load_pool(resolution), batch_size, seed=seed)
     images, labels = batch.images.to(device), batch.labels.to(device)

@@ -4,8 +4,6 @@ is scored although its originals sit on the GPU."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,13 +13,12 @@ from gradinv_lib.bn_stats import bn_in_float32, bn_mode
 from gradinv_lib.models import build_model
 
 
-def _per_seed_grads(model, x, labels, keep_bn_float32: bool):
+def _per_seed_grads(model, x, labels):
     params = {n: p.detach() for n, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
 
     def loss(p, images):
-        with torch.autocast("cpu", dtype=torch.bfloat16), (bn_in_float32(model) if keep_bn_float32
-                                                            else nullcontext()):
+        with torch.autocast("cpu", dtype=torch.bfloat16), bn_in_float32(model):
             logits = functional_call(model, (p, buffers), (images,))
         return F.cross_entropy(logits.float(), labels)
     return vmap(grad(loss), in_dims=(None, 0))(params, x)
@@ -32,7 +29,7 @@ def test_bn_in_float32_lets_vmap_grad_run_under_bf16_autocast(mode):
     model = build_model("lenet_bn", weights="random", num_classes=10)
     x, labels = torch.randn(2, 3, 3, 32, 32), torch.tensor([0, 4, 7])
     with bn_mode(model, mode):  # without bn_in_float32, torch 2.11-2.14 raise a dtype error here
-        grads = _per_seed_grads(model, x, labels, keep_bn_float32=True)
+        grads = _per_seed_grads(model, x, labels)
         params = [p for p in model.parameters()]
         exact = [torch.autograd.grad(F.cross_entropy(model(seed), labels), params) for seed in x]
     for k, (name, g) in enumerate(grads.items()):  # bf16 forward: close to the fp32 gradients

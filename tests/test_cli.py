@@ -55,7 +55,7 @@ def test_invert_json_has_metrics_noise_row_labels_and_files(tmp_path):
     (["invert", "--model", "nope"], "model name: expected one of"),
     (["invert", "--resume"], "--resume needs --checkpoint"),
     (["recover-labels", "--batch-size", "500"], "batch_size 500"),
-    (["bench", "--device", "cpu", "--amp-check", "5"], "--amp-check: expected a CUDA device"),
+    (["bench", "--device", "cpu", "--amp-check", "5"], "AMP check: expected a CUDA device"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, message):
     proc = gradinv(*args, check=False)

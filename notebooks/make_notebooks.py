@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -15,8 +17,9 @@ PROFILE = "quick"   # "quick": this laptop-class CPU, minutes | "paper": the pap
 SEED = 0            # which batches are drawn and the starting noise
 DEVICE = None       # None: cuda when available, else cpu
 RESOLUTION = None   # None: the profile's image side in pixels
-OUTPUT_DIR = None   # None: figures/<PROFILE>/<notebook>/ in the repository
-PDF = True          # also write every figure as PDF
+OUTPUT_DIR = None   # None: the committed figures/<PROFILE>/<notebook>/ for its parameters, else runs/<notebook>/<hash>/
+RECOMPUTE = False   # True: compute even when cached results of these parameters exist (into runs/, never figures/)
+PDF = True          # also write every figure as PDF (compute mode)
 '''
 
 QUICK_WARNING = '''\
@@ -41,19 +44,49 @@ STOPPING_NOTE = '''\
 > printed beside each table and figure.'''
 
 
+READING_NOTE = """\
+> **Reading mode.** Run All shows the committed results (tables, figures, claims) in seconds,
+> without recomputing: each compute cell runs only when no cached results of these parameters
+> exist, or with `RECOMPUTE = True`. Changed parameters compute into a scratch folder,
+> `runs/<notebook>/<parameters hash>/`, never over `figures/`; `gradinv reproduce` is the one way
+> to refresh the committed results."""
+
+QUICK_WARNING = READING_NOTE + "\n>\n" + QUICK_WARNING
+PARAMETER_NAMES = "__PARAMETER_NAMES__"   # replaced by build() with the parameters cell's names
+
+
 def context_cell(notebook: str, module: str) -> str:
     return f'''\
-from IPython.display import Image, Markdown, display
+from IPython.display import Markdown, display
 
 from gradinv_lib.studies import StudyContext, show_table
 from gradinv_lib.studies import {module} as study
+from gradinv_lib.studies.reading import cached, claims, figures
 
-ctx = StudyContext("{notebook}", PROFILE, SEED, DEVICE, RESOLUTION, OUTPUT_DIR)
-ctx.describe()'''
+PARAMETERS = dict({PARAMETER_NAMES})
+ctx = StudyContext("{notebook}", PROFILE, SEED, DEVICE, RESOLUTION, OUTPUT_DIR, parameters=PARAMETERS,
+                   recompute=RECOMPUTE)
+ctx'''
 
 
-def show(paths: str) -> str:
-    return f"for path in {paths}:\n    display(Image(filename=str(path)))"
+def compute(notebook: str, name: str, call: str, assign: str = "record") -> str:
+    """A compute cell's first lines: ``assign = cached(ctx, name, lambda: call)`` with the
+    committed run's compute time (from its cached JSON) stated in a comment."""
+    path = HERE.parent / "figures" / "quick" / notebook / f"{name}.json"
+    seconds = json.loads(path.read_text()).get("wall_time_s") if path.exists() else None
+    took = f"about {seconds / 60:.0f} min" if seconds and seconds >= 90 else f"about {seconds:.0f} s" if seconds else "unknown"
+    return (f"# compute: {took} on a 2-core CPU (quick profile, the committed run); runs only without cached\n"
+            f"# results of these parameters, or with RECOMPUTE = True\n"
+            f"{assign} = cached(ctx, \"{name}\", lambda: {call})")
+
+
+def show(names, draw: str) -> str:
+    """A figure cell: the cached PNGs ``names`` in reading mode, else those ``draw`` saves."""
+    return f"figures(ctx, {list(names)!r}, lambda: {draw});"
+
+
+def say(call: str) -> str:
+    return f"claims(ctx, lambda: {call})"
 
 
 METRIC_COLUMNS = '''{"feature_dist": "feature dist ↓", "paper_feature_dist": "paper",
@@ -91,29 +124,30 @@ LIVE_PREVIEW = True # ipywidgets preview while optimising (set False when run he
                           "fraction of images whose nearest neighbour among the whole pool is their own "
                           "original, by pixel correlation (mean removed) and by pretrained-Lite0 features "
                           "(IIP), a neighbour that is another crop of the same photo counted apart."),
-        new_code_cell("record = study.quickstart(ctx, BATCH_SIZE, ITERATIONS, live=LIVE_PREVIEW, seeds=SEEDS)\n"
+        new_code_cell(compute("00_quickstart", "quickstart", "study.quickstart(ctx, BATCH_SIZE, ITERATIONS, "
+                              "live=LIVE_PREVIEW, seeds=SEEDS)") + "\n"
                       "s = record[\"settings\"]\n"
                       "display(Markdown(f\"Batch {s['batch_size']}, **{s['iterations']} iterations**, {s['seeds']} seed(s), \"\n"
                       "                 f\"group {s['group']}, client BN mode {s['bn_mode']}.\"))\n"
                       "show_table(record[\"rows\"], {\"row\": \"\", \"label_accuracy\": \"labels recovered\", "
-                      "\"psnr\": \"PSNR ↑\", \"psnr_registered\": \"PSNR registered ↑\", \"ssim\": \"SSIM ↑\", "
-                      "\"fft2d\": \"FFT-2D ↓\", \"feature_dist\": \"feature dist ↓\", \"pixel_nn_hit\": \"identified (pixels)\", "
-                      "\"pixel_nn_sibling\": \"sibling (pixels)\", \"iip\": \"IIP\", \"iip_sibling\": \"sibling (IIP)\"})"),
+                      "\"psnr\": \"PSNR ↑\", \"ssim\": \"SSIM ↑\", "
+                      "\"fft2d\": \"FFT-2D ↓\", \"pixel_nn_hit\": \"identified (pixels)\", "
+                      "\"iip\": \"IIP\"})"),
         new_markdown_cell("**Forces.** Each weighted term's force on the images: the norm of its gradient with "
                           "respect to them, at the first and the last iteration, and as a share of the largest "
                           "force at that time. A term whose force is far below the others' is drowned: the "
                           "optimiser effectively ignores it."),
-        new_code_cell("display(Markdown(study.force_verdict(record[\"forces\"])))\n"
-                      "show_table(record[\"forces\"], {\"term\": \"term\", \"start\": \"force at start\", "
+        new_code_cell("display(Markdown(study.force_verdict(record.get(\"forces\", []))))\n"
+                      "show_table(record.get(\"forces\", []), {\"term\": \"term\", \"start\": \"force at start\", "
                       "\"start_share\": \"share of largest\", \"end\": \"force at end\", \"end_share\": \"share of largest\"}, "
                       "digits=4)"),
         new_markdown_cell("**Figures from the cache**: originals, the starting noise and the reconstruction, "
                           "then snapshots of the optimisation. They can be redrawn without recomputing."),
-        new_code_cell(show("study.plot_quickstart(ctx, pdf=PDF)")),
+        new_code_cell(show(["quickstart.png", "quickstart_progress.png"], "study.plot_quickstart(ctx, pdf=PDF)")),
         new_markdown_cell("**What the measurements say**, generated from the cached results (a claim holds "
                           "when the reconstruction beats the reference by more than the std over the batch's "
                           "images):"),
-        new_code_cell("Markdown(study.claims(ctx))"),
+        new_code_cell(say("study.claims(ctx)")),
     ],
     "01_label_recovery": [
         new_markdown_cell("""# Table 1: batch label recovery (sec. 3.2, eq. 8)
@@ -141,19 +175,21 @@ LABEL_RESOLUTION = None  # None: the label model's native resolution (Lite0: 224
         new_code_cell(context_cell("01_label_recovery", "label_recovery")),
         new_markdown_cell("**Table 1, ours beside the paper's** (accuracy = fraction of the batch's labels "
                           "recovered; exact = batches recovered entirely)."),
-        new_code_cell("table1 = study.label_table(ctx, BATCH_SIZES, TRIALS, LABEL_RESOLUTION)\n"
+        new_code_cell(compute("01_label_recovery", "table1_label_recovery", "study.label_table(ctx, BATCH_SIZES, TRIALS, "
+                              "LABEL_RESOLUTION)", "table1") + "\n"
                       "show_table(table1[\"rows\"], {\"batch_size\": \"batch\", \"rule\": \"rule\", "
                       "\"accuracy_pct\": \"ours (%)\", \"paper_train_pct\": \"paper, train (%)\", "
                       "\"paper_val_pct\": \"paper, val (%)\", \"exact_batches_pct\": \"ours, exact batches (%)\", "
                       "\"trials\": \"trials\"}, digits=2)"),
-        new_code_cell(show("[study.plot_label_table(ctx, pdf=PDF)]")),
+        new_code_cell(show(["table1_label_recovery.png"], "study.plot_label_table(ctx, pdf=PDF)")),
         new_markdown_cell("**What the measurements say**, generated from the cached results:"),
-        new_code_cell("Markdown(study.claims(ctx))"),
+        new_code_cell(say("study.claims(ctx)")),
         new_markdown_cell("""**Repeated labels.** Eq. 8 assumes distinct labels: with each label twice it can
 return at most half of the batch's labels (counted with multiplicity). The label-count estimate
 (`labels.recover_label_multiset`, beyond the paper) re-classifies each present class's mean feature
 to count its images. The paper reports no numbers for this."""),
-        new_code_cell("repeated = study.repeated_labels(ctx, REPEAT_BATCH, REPEATS, REPEAT_TRIALS, LABEL_RESOLUTION)\n"
+        new_code_cell(compute("01_label_recovery", "repeated_labels", "study.repeated_labels(ctx, REPEAT_BATCH, REPEATS, "
+                              "REPEAT_TRIALS, LABEL_RESOLUTION)", "repeated") + "\n"
                       "show_table(repeated[\"rows\"], {\"repeats\": \"images per label\", \"method\": \"method\", "
                       "\"accuracy_pct\": \"labels recovered (%)\", \"exact_batches_pct\": \"exact batches (%)\", "
                       "\"trials\": \"trials\"}, digits=1)"),
@@ -193,7 +229,8 @@ STRENGTH_RESOLUTION = None  # None: the profile's
 > correlation (mean removed) and by pretrained-Lite0 features (IIP); another crop of the same
 > photo counts as a sibling hit, apart."""),
         new_code_cell(context_cell("02_ablation", "ablation")),
-        new_code_cell("table2 = study.ablation_table(ctx, BATCH_SIZE, ITERATIONS, SEEDS, ROWS, BATCHES)\n"
+        new_code_cell(compute("02_ablation", "table2_ablation", "study.ablation_table(ctx, BATCH_SIZE, ITERATIONS, SEEDS, "
+                              "ROWS, BATCHES)", "table2") + "\n"
                       "s = table2[\"settings\"]\n"
                       "display(Markdown(f\"**Table 2**: {s['iterations']} iterations a run; {s['batches']} batches of \"\n"
                       "                 f\"{s['batch_size']}; group rows {s['seeds_group_rows']} seeds; client BN mode \"\n"
@@ -202,8 +239,8 @@ STRENGTH_RESOLUTION = None  # None: the profile's
         new_markdown_cell("The paper's PSNR is measured after registering each reconstruction onto its "
                           "original, so it sits beside our registered PSNR; plain PSNR stands beside it. "
                           "**What the measurements say**, generated from the cached results:"),
-        new_code_cell("Markdown(study.claims(ctx, [\"table2_ablation\"]))"),
-        new_code_cell(show("[study.plot_ablation_bars(ctx, pdf=PDF), "
+        new_code_cell(say("study.claims(ctx, [\"table2_ablation\"])")),
+        new_code_cell(show(["table2_ablation.png", "table2_images.png"], "[study.plot_ablation_bars(ctx, pdf=PDF), "
                            "study.plot_image_rows(ctx, 'table2_images', 'Table 2 rows, first batch', pdf=PDF)]")),
         new_markdown_cell("""## Table 3: network strength
 
@@ -217,14 +254,15 @@ appear only beside pretrained rows. With a user's ResNet weights (`PROFILE = "pa
 function runs the paper's comparison (ResNet-18, ResNet-50, ResNet-50 MoCo v2, full method);
 `STRENGTH_MODELS = [["efficientnet_lite0", "random"], ["efficientnet_lite0", "default"]]` with
 `STRENGTH_RESOLUTION = 64` measures pretrained vs random Lite0."""),
-        new_code_cell("table3 = study.strength_table(ctx, STRENGTH_MODELS, BATCH_SIZE, ITERATIONS, "
-                      "resolution=STRENGTH_RESOLUTION, batches=BATCHES)\n"
+        new_code_cell(compute("02_ablation", "table3_strength", "study.strength_table(ctx, STRENGTH_MODELS, BATCH_SIZE, "
+                              "ITERATIONS, resolution=STRENGTH_RESOLUTION, batches=BATCHES)", "table3") + "\n"
                       "s = table3[\"settings\"]\n"
                       "display(Markdown(f\"**Table 3** ({s['objective']}): {s['iterations']} iterations a run; \"\n"
                       "                 f\"{s['batches']} batches of {s['batch_size']}; mean ± std over batches.\"))\n"
                       "show_table(table3[\"rows\"], study.display_columns(table3[\"rows\"], parameters=\"parameters\"))"),
-        new_code_cell("Markdown(study.claims(ctx, [\"table3_strength\"]))"),
-        new_code_cell(show("[study.plot_image_rows(ctx, 'table3_images', 'Table 3: same batch, different networks', pdf=PDF)]")),
+        new_code_cell(say("study.claims(ctx, [\"table3_strength\"])")),
+        new_code_cell(show(["table3_images.png"], "study.plot_image_rows(ctx, 'table3_images', "
+                           "'Table 3: same batch, different networks', pdf=PDF)")),
     ],
     "03_comparison": [
         new_markdown_cell("""# Table 4 and Fig. 5: GradInversion beside prior attacks
@@ -262,7 +300,8 @@ FIG5_ITERATIONS = None  # None: the profile's full-method budget (quick: 1200)
 > GradInversion BN_exact beats it beyond the spread. The GAN row needs BigGAN-deep weights, which
 > cannot be installed offline: it is reported as unavailable, with the reason, never faked."""),
         new_code_cell(context_cell("03_comparison", "comparison")),
-        new_code_cell("table4 = study.table4(ctx, BATCH_SIZE, ITERATIONS, ATTACKS, BATCHES, SEEDS, IG_RESTARTS)\n"
+        new_code_cell(compute("03_comparison", "table4_comparison", "study.table4(ctx, BATCH_SIZE, ITERATIONS, ATTACKS, "
+                              "BATCHES, SEEDS, IG_RESTARTS)", "table4") + "\n"
                       "s = table4[\"settings\"]\n"
                       "display(Markdown(f\"**Table 4**: {s['iterations']} iterations a run; {s['batches']} batches of \"\n"
                       "                 f\"{s['batch_size']}; client BN mode {s['bn_mode']}; mean ± std over batches.\"))\n"
@@ -270,8 +309,8 @@ FIG5_ITERATIONS = None  # None: the profile's full-method budget (quick: 1200)
                       "needs_true_labels=\"needs labels\"))"),
         new_markdown_cell("**What the measurements say**, generated from the cached results (where the "
                           "paper's ordering does not hold, the line says so):"),
-        new_code_cell("Markdown(study.claims(ctx, fig5=False))"),
-        new_code_cell(show("[study.plot_table4(ctx, pdf=PDF)]")),
+        new_code_cell(say("study.claims(ctx, fig5=False)")),
+        new_code_cell(show(["table4_comparison.png"], "study.plot_table4(ctx, pdf=PDF)")),
         new_markdown_cell("""## Fig. 5: batch 1, a hard sample
 
 The paper does not say how its hard sample was chosen. Ours follows its notion of a vulnerable
@@ -279,11 +318,12 @@ image, and is never a near-flat one (whose mean colour alone would score high): 
 images whose pixel std is at least the pool's median, the one with the largest gradient norm**
 on the attacked network. Its pixel std and the score of its own mean colour stand beside the
 attacks."""),
-        new_code_cell("figure5 = study.fig5(ctx, FIG5_SAMPLE, FIG5_ITERATIONS)\n"
+        new_code_cell(compute("03_comparison", "fig5_batch1", "study.fig5(ctx, FIG5_SAMPLE, FIG5_ITERATIONS)", "figure5")
+                      + "\n"
                       "display(Markdown(f\"Sample: `{figure5['settings']['sample_id']}`, \"\n"
                       "                 f\"{figure5['settings']['iterations']} iterations a run.\"))\n"
                       "show_table(figure5[\"rows\"], study.display_columns(figure5[\"rows\"]))"),
-        new_code_cell(show("[study.plot_fig5(ctx, pdf=PDF)]")),
+        new_code_cell(show(["fig5_batch1.png"], "study.plot_fig5(ctx, pdf=PDF)")),
     ],
     "04_batch_scaling": [
         new_markdown_cell("""# Figs. 6-7: recovery versus batch size
@@ -307,7 +347,8 @@ SEEDS = None        # None: 1 seed, no group term (quick, budget); the profile's
 > reproduction of all notebooks. The quickstart shows the full method at batch 8. The same runs
 > feed Fig. 8 (notebook 05), which reuses them."""),
         new_code_cell(context_cell("04_batch_scaling", "batch_scaling")),
-        new_code_cell("scaling = study.batch_scaling(ctx, BATCH_SIZES, ITERATIONS, BATCHES, SEEDS)\n"
+        new_code_cell(compute("04_batch_scaling", "batch_scaling", "study.batch_scaling(ctx, BATCH_SIZES, ITERATIONS, "
+                              "BATCHES, SEEDS)", "scaling") + "\n"
                       "s = scaling[\"settings\"]\n"
                       "display(Markdown(f\"**{s['iterations']} iterations** a run, {s['seeds']} seed(s), group {s['group']}, \"\n"
                       "                 f\"{s['batches']} batches per size, client BN mode {s['bn_mode']}; mean ± std over batches.\"))\n"
@@ -318,8 +359,9 @@ SEEDS = None        # None: 1 seed, no group term (quick, budget); the profile's
         new_markdown_cell("The paper gives no numeric values for these figures, only the trend: "
                           "\"recovered content falls as the batch grows\". **What the measurements say**, "
                           "generated from the cached results:"),
-        new_code_cell("Markdown(study.claims(ctx))"),
-        new_code_cell(show("[study.plot_metrics(ctx, pdf=PDF), study.plot_grids(ctx, pdf=PDF)]")),
+        new_code_cell(say("study.claims(ctx)")),
+        new_code_cell(show(["fig6_metrics_vs_batch.png", "fig7_grids_vs_batch.png"],
+                           "[study.plot_metrics(ctx, pdf=PDF), study.plot_grids(ctx, pdf=PDF)]")),
     ],
     "05_identifiability": [
         new_markdown_cell("""# Fig. 8: Image Identifiability Precision versus batch size
@@ -353,8 +395,8 @@ SEEDS = None                # None: as Figs. 6-7 (quick: 1 seed, no group term)
 > when its cached results hold the same runs; the vulnerable population is attacked at fewer
 > sizes (budget)."""),
         new_code_cell(context_cell("05_identifiability", "identifiability")),
-        new_code_cell("iip = study.iip_study(ctx, BATCH_SIZES, BATCHES_PER_SIZE, ITERATIONS, VULNERABLE_FRACTION, "
-                      "VULNERABLE_SIZES, SEEDS)\n"
+        new_code_cell(compute("05_identifiability", "fig8_iip", "study.iip_study(ctx, BATCH_SIZES, BATCHES_PER_SIZE, "
+                              "ITERATIONS, VULNERABLE_FRACTION, VULNERABLE_SIZES, SEEDS)", "iip") + "\n"
                       "s = iip[\"settings\"]\n"
                       "display(Markdown(f\"**{s['iterations']} iterations** a run, {s['seeds']} seed(s), \"\n"
                       "                 f\"{s['batches_per_size']} batches per size; gallery: {s['gallery_size']} images; \"\n"
@@ -365,8 +407,8 @@ SEEDS = None                # None: as Figs. 6-7 (quick: 1 seed, no group term)
                       "\"population_size\": \"population size\"}, digits=2)"),
         new_markdown_cell("**What the measurements say**, generated from the cached results (paper: IIP about "
                           "28% at batch 48, about twice that for the vulnerable population):"),
-        new_code_cell("Markdown(study.claims(ctx))"),
-        new_code_cell(show("[study.plot_iip(ctx, pdf=PDF)]")),
+        new_code_cell(say("study.claims(ctx)")),
+        new_code_cell(show(["fig8_iip.png"], "study.plot_iip(ctx, pdf=PDF)")),
     ],
     "06_defences": [
         new_markdown_cell("""# Defences: what protects a client against GradInversion, and at what cost
@@ -409,32 +451,38 @@ SEEDS = None           # None: 1 seed, no group term (quick, budget); the profil
 > (`gradinv_lib/studies/defences.py`). Epsilon assumes Poisson-sampled batches at the stated rate
 > (batch / pool size) and is given for the one update attacked and for one epoch of such updates."""),
         new_code_cell(context_cell("06_defences", "defences")),
-        new_code_cell("record = study.defences(ctx, STRENGTHS, BATCH_SIZE, BATCHES, FEDAVG_BATCH, FEDAVG_BATCHES, "
-                      "ITERATIONS, SEEDS)\n"
+        new_code_cell(compute("06_defences", "defences", "study.defences(ctx, STRENGTHS, BATCH_SIZE, BATCHES, FEDAVG_BATCH, "
+                              "FEDAVG_BATCHES, ITERATIONS, SEEDS)") + "\n"
                       "s = record[\"settings\"]\n"
                       "display(Markdown(f\"**{s['iterations']} iterations** a run, {s['seeds']} seed(s), group {s['group']}, \"\n"
                       "                 f\"client BN mode {s['bn_mode']}; DP clip {s['dp_clip']} (median per-image norm), \"\n"
                       "                 f\"delta {s['dp_delta']}; FedAvg lr {s['fedavg_lr']}; mean ± std over batches.\"))\n"
-                      "show_table(record[\"rows\"], {\"point\": \"defence\", \"images\": \"images\", "
-                      "\"label_accuracy\": \"labels\", \"psnr\": \"PSNR ↑\", \"psnr_registered\": \"PSNR reg. ↑\", "
-                      "\"ssim\": \"SSIM ↑\", \"iip\": \"IIP\", \"pixel_nn_hit\": \"identified (pixels)\", "
+                      "display(Markdown(\"**Attack success** per defence and strength:\"))\n"
+                      "display(show_table(record[\"rows\"], {\"point\": \"defence\", \"images\": \"images\", "
+                      "\"label_accuracy\": \"labels\", \"psnr\": \"PSNR ↑\", \"ssim\": \"SSIM ↑\", \"iip\": \"IIP\", "
+                      "\"pixel_nn_hit\": \"identified (pixels)\"}, digits=2))\n"
+                      "display(Markdown(\"**Utility and privacy** of the same points (epsilon in words: above 10 is no formal \"\n"
+                      "                 \"guarantee):\"))\n"
+                      "show_table(study.with_privacy_words(record[\"rows\"]), {\"point\": \"defence\", "
                       "\"utility\": \"cos to clean\", \"utility_layers\": \"per tensor\", \"utility_population\": \"cos to pool\", "
-                      "\"epsilon\": \"epsilon\", "
-                      "\"epsilon_epoch\": \"epsilon (epoch)\", \"seconds\": \"seconds\"}, digits=3)"),
+                      "\"epsilon\": \"epsilon\", \"privacy\": \"guarantee\", \"seconds\": \"seconds\"}, digits=3)"),
         new_markdown_cell("**Content-free references** of the same batches (noise start, mean colour): the floor "
                           "of every success measure."),
         new_code_cell("show_table(record[\"references\"], {\"slot\": \"reference\", \"psnr\": \"PSNR\", "
                       "\"ssim\": \"SSIM\", \"iip\": \"IIP\", \"pixel_nn_hit\": \"identified (pixels)\"}, digits=3)"),
         new_markdown_cell("**What the measurements say**, per defence, generated from the cached results: the "
                           "strength at which IIP falls below 0.1 and the utility left there."),
-        new_code_cell("Markdown(study.claims(ctx))"),
+        new_code_cell(say("study.claims(ctx)")),
         new_markdown_cell("**Attack success against utility**, one curve per defence, each starting at its "
                           "undefended point; then each defence's reconstructions of the first batch at every "
                           "strength (figures drawn from the cache only)."),
-        new_code_cell(show("[study.plot_tradeoff(ctx, pdf=PDF), *study.plot_grids(ctx, pdf=PDF)]")),
+        new_code_cell(show(["defences_tradeoff.png"], "study.plot_tradeoff(ctx, pdf=PDF)")),
+        new_code_cell(show([f"grid_{c}.png" for c in ("pruning", "dp", "dp_parts", "mixup", "larger_batch",
+                                                       "secure_aggregation", "fedavg")],
+                           "study.plot_grids(ctx, pdf=PDF)")),
         new_markdown_cell("## What protects and what does not\n\nGenerated from the measurements above (quick "
                           "profile: a small random network, so these are directions, not deployment advice):"),
-        new_code_cell("Markdown(study.conclusion(ctx))"),
+        new_code_cell(say("study.conclusion(ctx)")),
         new_markdown_cell("""**Reading these numbers.** The cosine to the clean update is one update's: DP's noise
 averages out over the many clients and rounds of training, which one update cannot show, and
 FedAvg's K local steps are meant to move away from the one-step gradient (more progress a round),
@@ -449,7 +497,16 @@ hundred images, where identification is far easier than among ImageNet's 1.28M."
 }
 
 
+def parameter_names(cells) -> list[str]:
+    """The names the parameters cell assigns (UPPER_CASE at the start of a line)."""
+    tagged = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
+    return re.findall(r"^([A-Z][A-Z0-9_]*) *=", tagged.source, flags=re.M)
+
+
 def build(name: str, cells) -> nbformat.NotebookNode:
+    names = ", ".join(f"{n}={n}" for n in parameter_names(cells))
+    for cell in cells:
+        cell.source = cell.source.replace(PARAMETER_NAMES, names)
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -459,9 +516,10 @@ def build(name: str, cells) -> nbformat.NotebookNode:
 def main() -> None:
     for name, cells in NOTEBOOKS.items():
         nb = build(name, cells)
-        for cell in nb.cells:  # stable ids keep diffs small
-            cell.pop("id", None)
-        nb.nbformat_minor = 4
+        for i, cell in enumerate(nb.cells):  # nbformat 4.5 wants ids; stable ones keep diffs small
+            cell.id = f"{name.split('_')[0]}-{i:02d}"
+        nb.nbformat, nb.nbformat_minor = 4, 5
+        nbformat.validate(nb)
         nbformat.write(nb, HERE / f"{name}.ipynb")
         print(f"wrote notebooks/{name}.ipynb")
 

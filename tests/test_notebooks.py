@@ -1,9 +1,14 @@
-"""The companion notebooks: committed without outputs, and each one runs top to bottom through
-papermill with tiny parameters and records results in range (marker ``notebooks``)."""
+"""The companion notebooks: committed without outputs (nbformat 4.5, stable cell ids), and each
+one runs top to bottom through papermill with tiny parameters and records results in range
+(marker ``notebooks``). They run inside a throwaway git checkout holding the notebooks and the
+committed results: changed parameters write to runs/<notebook>/<hash>/ of the checkout the
+notebook runs in, and ``git status`` stays clean."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -23,9 +28,28 @@ TINY_BY_NOTEBOOK = {
     "04_batch_scaling": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES": 2},
     "05_identifiability": {"BATCH_SIZES": [1, 2], "ITERATIONS": 2, "BATCHES_PER_SIZE": 2, "VULNERABLE_SIZES": [2]},
     "06_defences": {"BATCH_SIZE": 2, "BATCHES": 2, "FEDAVG_BATCHES": 1, "ITERATIONS": 2,
-                    "STRENGTHS": {"pruning": [0.1], "dp": [0.0, 0.01], "mixup": [0.5], "larger_batch": [2],
-                                  "secure_aggregation": [2], "fedavg": [[2, 2]]}},
+                    "STRENGTHS": {"pruning": [0.1], "dp": [0.0, 0.01], "dp_parts": [1, 2, 3], "mixup": [0.5],
+                                  "larger_batch": [2], "secure_aggregation": [2], "fedavg": [[2, 2]]}},
 }
+ROOT = NOTEBOOKS.parent
+
+
+def _git(checkout: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(checkout), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Path:
+    """A git checkout of the notebooks and the committed results (figures/), as a reader's clone."""
+    root = tmp_path_factory.mktemp("clone")
+    for name in ("pyproject.toml", ".gitignore"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns("executed", "course", ".*"))
+    shutil.copytree(ROOT / "figures", root / "figures", ignore=shutil.ignore_patterns("*.pt", "*.pdf"))
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone")
+    return root
 
 
 def test_there_are_notebooks():
@@ -36,6 +60,8 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
 def test_committed_without_outputs_and_tagged(path):
     nb = nbformat.read(path, as_version=4)
+    assert (nb.nbformat, nb.nbformat_minor) == (4, 5) and all(c.get("id") for c in nb.cells), \
+        f"{path.name}: expected nbformat 4.5 with cell ids (JupyterLab would otherwise open it as modified)"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
         f"{path.name} has outputs: regenerate it with notebooks/make_notebooks.py"
@@ -56,12 +82,20 @@ def test_papermill_reads_every_parameter(path):
     assert [p.name for p in parsed] == names and all(p.help for p in parsed), path.name
 
 
-def _execute(name: str, tmp_path: Path) -> Path:
+def _execute(name: str, checkout: Path, tmp_path: Path, monkeypatch) -> Path:
+    """Run the notebook of the checkout with changed (tiny) parameters, from its own folder as
+    Jupyter does; return the scratch folder it wrote, after checking git status is clean."""
     papermill = pytest.importorskip("papermill")
-    out = tmp_path / "results" / name   # figures/<profile>/<notebook>/ as in the repository
-    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
-                               parameters={**TINY, **TINY_BY_NOTEBOOK[name], "OUTPUT_DIR": str(out)},
-                               progress_bar=False, cwd=str(tmp_path))
+    monkeypatch.delenv("GRADINV_ROOT", raising=False)
+    before = set((checkout / "runs" / name).glob("*"))
+    papermill.execute_notebook(str(checkout / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+                               parameters={**TINY, **TINY_BY_NOTEBOOK[name]}, progress_bar=False,
+                               cwd=str(checkout / "notebooks"))
+    assert _git(checkout, "status", "--porcelain") == "", f"{name} changed the checkout"
+    written = set((checkout / "runs" / name).glob("*")) - before
+    assert len(written) == 1, f"{name}: expected one scratch folder runs/{name}/<hash>/, found {written}"
+    out = written.pop()
+    assert json.loads((out / "parameters.json").read_text())["RESOLUTION"] == 32
     return out
 
 
@@ -78,8 +112,8 @@ def _finite_metrics(row: dict) -> None:
 
 
 @pytest.mark.notebooks
-def test_quickstart(tmp_path):
-    out = _execute("00_quickstart", tmp_path)
+def test_quickstart(checkout, tmp_path, monkeypatch):
+    out = _execute("00_quickstart", checkout, tmp_path, monkeypatch)
     rows = _rows(out, "quickstart")
     assert [r["row"] for r in rows] == ["reconstruction", "noise start", "mean colour"]
     _finite_metrics(rows[0])
@@ -92,8 +126,8 @@ def test_quickstart(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_label_recovery(tmp_path):
-    out = _execute("01_label_recovery", tmp_path)
+def test_label_recovery(checkout, tmp_path, monkeypatch):
+    out = _execute("01_label_recovery", checkout, tmp_path, monkeypatch)
     rows = _rows(out, "table1_label_recovery")
     assert [(r["batch_size"], r["rule"]) for r in rows] == [(b, r) for b in (1, 8, 64) for r in ("sum", "min")]
     assert all(r["accuracy_pct"] == 100.0 for r in rows if r["batch_size"] == 1)
@@ -105,8 +139,8 @@ def test_label_recovery(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_ablation(tmp_path):
-    out = _execute("02_ablation", tmp_path)
+def test_ablation(checkout, tmp_path, monkeypatch):
+    out = _execute("02_ablation", checkout, tmp_path, monkeypatch)
     rows = _rows(out, "table2_ablation")
     assert [r["row"] for r in rows] == ["noise start", "mean colour", "grad", "fidelity", "group_lazy",
                                         "group_registered"]
@@ -120,10 +154,10 @@ def test_ablation(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_batch_scaling_then_identifiability(tmp_path):
+def test_batch_scaling_then_identifiability(checkout, tmp_path, monkeypatch):
     """04 then 05 (as `gradinv reproduce` runs them): mean ± std per size beside both references,
     per-batch rows kept; 05 reuses 04's random-population runs and attacks the vulnerable ones."""
-    out = _execute("04_batch_scaling", tmp_path)
+    out = _execute("04_batch_scaling", checkout, tmp_path, monkeypatch)
     rows = _rows(out, "batch_scaling")
     assert [(r["batch_size"], r["row"]) for r in rows] == [
         (b, name) for b in (1, 2) for name in ("reconstruction", "noise start", "mean colour")]
@@ -133,7 +167,7 @@ def test_batch_scaling_then_identifiability(tmp_path):
     assert len(json.loads((out / "batch_scaling.json").read_text())["batch_rows"]) == 2 * 2 * 3
     assert (out / "fig6_metrics_vs_batch.png").exists() and (out / "fig7_grids_vs_batch.png").exists()
 
-    out = _execute("05_identifiability", tmp_path)
+    out = _execute("05_identifiability", checkout, tmp_path, monkeypatch)
     rows = [r for r in _rows(out, "fig8_iip") if r["row"] == "reconstruction"]
     assert [(r["population"], r["batch_size"]) for r in rows] == [("random", 1), ("random", 2), ("vulnerable", 2)]
     assert all(0 <= r["iip"] <= 1 and 0 <= r["pixel_nn_hit"] <= 1 and r["batches"] == 2 for r in rows)
@@ -142,8 +176,8 @@ def test_batch_scaling_then_identifiability(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_comparison(tmp_path):
-    out = _execute("03_comparison", tmp_path)
+def test_comparison(checkout, tmp_path, monkeypatch):
+    out = _execute("03_comparison", checkout, tmp_path, monkeypatch)
     rows = {r["row"]: r for r in _rows(out, "table4_comparison")}
     assert list(rows) == ["noise start", "mean colour", "gradinversion_bn_exact", "dlg"]
     assert rows["gradinversion_bn_exact"]["paper_psnr"] == 12.929 and rows["dlg"]["paper_fft2d"] == 0.602
@@ -157,14 +191,16 @@ def test_comparison(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_defences(tmp_path):
+def test_defences(checkout, tmp_path, monkeypatch):
     """06: one row per defence and strength with success, utility and (DP) epsilon in range; the
     FedAvg K = 1 run is the larger batch's; the trade-off figure and one grid per defence."""
-    out = _execute("06_defences", tmp_path)
+    out = _execute("06_defences", checkout, tmp_path, monkeypatch)
     rows = {r["point"]: r for r in _rows(out, "defences")}
-    assert list(rows) == ["none: clean", "pruning: keep=0.1", "dp: noise=0", "dp: noise=0.01", "mixup: weight=0.5",
-                          "larger_batch: factor=2", "secure_aggregation: clients=2", "fedavg: K=1, b=4",
-                          "fedavg: K=2, b=2"]
+    parts = ["dp_parts: BN statistics withheld", "dp_parts: + BN frozen (eval mode)",
+             "dp_parts: + per-image clipping (DP, noise 0)"]
+    assert list(rows) == ["none: clean", "pruning: keep=0.1", "dp: noise=0", "dp: noise=0.01", *parts,
+                          "mixup: weight=0.5", "larger_batch: factor=2", "secure_aggregation: clients=2",
+                          "fedavg: K=1, b=4", "fedavg: K=2, b=2"]
     for row in rows.values():
         _finite_metrics(row)
         assert 0 <= row["iip"] <= 1 and 0 <= row["pixel_nn_hit"] <= 1 and -1 <= row["utility"] <= 1
@@ -175,9 +211,14 @@ def test_defences(tmp_path):
     assert rows["dp: noise=0.01"]["epsilon"] > 0 and rows["dp: noise=0"]["epsilon"] is None
     assert rows["dp: noise=0.01"]["utility"] < rows["dp: noise=0"]["utility"]
     assert rows["dp: noise=0"]["bn_target"] == "running"
+    # the DP client's parts: withholding BN statistics leaves the gradient as it is (the attack
+    # loses BN_exact only); freezing BN changes it; clipping at noise 0 is the DP point itself
+    assert rows[parts[0]]["utility"] == pytest.approx(1.0) and rows[parts[0]]["bn_target"] == "running"
+    assert rows[parts[1]]["utility"] < 1 - 1e-6 and rows[parts[1]]["bn_target"] == "running"
     record = json.loads((out / "defences.json").read_text())
     batch = {r["point"]: r for r in record["batch_rows"] if r["batch_seed"] == 0}
     assert batch["fedavg: K=1, b=4"]["run_key"] == batch["larger_batch: factor=2"]["run_key"]
+    assert batch[parts[2]]["run_key"] == batch["dp: noise=0"]["run_key"]
     assert {r["row"] for r in record["references"]} == {"noise start", "mean colour"}
     assert (out / "defences_tradeoff.png").exists()
-    assert all((out / f"grid_{c}.png").exists() for c in ("pruning", "dp", "mixup", "larger_batch", "fedavg"))
+    assert all((out / f"grid_{c}.png").exists() for c in ("pruning", "dp", "dp_parts", "mixup", "larger_batch", "fedavg"))

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from ..client import ClientUpdate, simulate_client
 from ..errors import InputError
-from .configs import DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, SecureAggregation, compose
+from .configs import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, PrivateBN,
+                      SecureAggregation, compose)
 from .dp import dp_epsilon, dp_sgd_update
 
 
@@ -72,6 +73,9 @@ def combine(updates: list[ClientUpdate], weights, batch_size: int, labels: Tenso
 def _step(model, images01: Tensor, labels: Tensor, step: Defence | None, bn_mode: str, seed: int) -> ClientUpdate:
     if isinstance(step, DPSGD):
         return dp_sgd_update(model, images01, labels, step, seed)
+    if isinstance(step, PrivateBN):   # no BN statistics leave the client; frozen: BN in eval mode
+        update = simulate_client(model, images01, labels, "eval" if step.frozen else bn_mode)
+        return dataclasses.replace(update, bn_stats={})
     if isinstance(step, FedAvg):
         return simulate_client(model, images01, labels, bn_mode, local_steps=step.local_steps, lr=step.lr,
                                local_batch_size=step.local_batch_size)

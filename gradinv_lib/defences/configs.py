@@ -116,6 +116,21 @@ class DPSGD(Defence):
 
 
 @dataclass(frozen=True)
+class PrivateBN(Defence):
+    """The parts of the DP client that act without clipping or noise (beyond the paper, to tell
+    them apart from DP's noise): the client shares no BN statistics (the attack falls back to
+    BN_approx, the running statistics), and with ``frozen`` its BN layers also normalise with the
+    running statistics (eval mode), as the DP client's frozen BN does (:mod:`.dp`)."""
+
+    name: ClassVar[str] = "private_bn"
+    stage: ClassVar[str] = "step"
+    frozen: bool = False
+
+    def __post_init__(self):
+        _check(isinstance(self.frozen, bool), f"private_bn frozen: expected true or false, found {self.frozen!r}")
+
+
+@dataclass(frozen=True)
 class FedAvg(Defence):
     """``local_steps`` SGD steps of rate ``lr`` over consecutive mini-batches of
     ``local_batch_size`` images (None: the whole batch) before sharing (w0 - wK) / lr
@@ -180,7 +195,7 @@ class SecureAggregation(Defence):
         _number("secure_aggregation clients", self.clients, 1, integer=True)
 
 
-DEFENCES = {cls.name: cls for cls in (NoDefence, GradientPruning, DPSGD, FedAvg, LargerBatch, MixUp,
+DEFENCES = {cls.name: cls for cls in (NoDefence, GradientPruning, DPSGD, PrivateBN, FedAvg, LargerBatch, MixUp,
                                       SecureAggregation)}
 
 
@@ -229,6 +244,8 @@ def defence_from_dict(data: dict) -> Defence:
 
 
 def _value(text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for cast in (int, float):
         try:
             return cast(text)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from ..data import LabelledImages, sample_batch
 from ..sweeps import Job, run_jobs
 from .aggregate import METRIC_NAMES, VERDICT_WORDS, claim_lines, direction_holds, mark_directions
-from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
+from .common import (StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors,
+                     stopping_text)
 from .runs import attack_job, batch_seeds, client_bn_mode, pool_gallery, run_key, study_config
 from .tables import reference_rows, reusable_runs, summarise
 
@@ -135,7 +136,8 @@ def batch_scaling(ctx: StudyContext, batch_sizes=None, iterations: int | None = 
     for (_, b), tensors in images.items():
         save_tensors(ctx, f"batch_{b}_images", tensors)
     settings = {"batch_sizes": sizes, "batches": batches, "iterations": config.iterations, "seeds": config.seeds,
-                "group": config.group, "bn_mode": client_bn_mode(ctx), "stopping": ctx.profile.stopping,
+                "group": config.group, "bn_mode": client_bn_mode(ctx),
+                "stopping": stopping_text(ctx, config.iterations, ctx.profile.config.iterations),
                 "config": config.to_dict()}
     return save_results(ctx, "batch_scaling", summarise_by_size(batch_rows), settings, started,
                         extra={"batch_rows": batch_rows})

@@ -18,24 +18,80 @@ import torch
 
 from ..errors import InputError, MissingAssetError
 from ..io import atomic_write, provenance, write_json_atomic
+from ..nodes import computed_on
 
 
 def repo_root() -> Path:
-    """The repository holding figures/ and notebooks/: ``$GRADINV_ROOT``, else the checkout this
-    package was installed from (editable install), else the nearest such folder above the current
-    directory, else the current directory."""
+    """The checkout holding figures/ and notebooks/ that this process runs in: ``$GRADINV_ROOT``,
+    else the nearest such folder at or above the current directory (a notebook's kernel starts in
+    notebooks/), else the checkout this package was installed from (editable install), else the
+    current directory. A second clone's notebook therefore never writes into the first clone."""
     if os.environ.get("GRADINV_ROOT"):
         return Path(os.environ["GRADINV_ROOT"]).resolve()
     cwd = Path.cwd().resolve()
-    for here in (Path(__file__).resolve().parents[2], cwd, *cwd.parents):
+    for here in (cwd, *cwd.parents, Path(__file__).resolve().parents[2]):
         if (here / "pyproject.toml").exists() and (here / "notebooks").is_dir():
             return here
     return cwd
 
 
 def results_dir(profile: str, notebook: str, output_dir: str | Path | None = None) -> Path:
-    """``figures/<profile>/<notebook>/`` under the repository, or ``output_dir`` when given."""
+    """``figures/<profile>/<notebook>/`` under the repository (the committed results), or
+    ``output_dir`` when given."""
     return Path(output_dir) if output_dir else repo_root() / "figures" / profile / notebook
+
+
+PARAMETERS_FILE = "parameters.json"
+# notebook parameters that change how results are shown, not what is computed
+PRESENTATION = ("PDF", "LIVE_PREVIEW", "OUTPUT_DIR", "RECOMPUTE", "DEVICE")
+
+
+def result_parameters(profile: str, seed: int, resolution, parameters: dict | None) -> dict:
+    """The parameters that decide a notebook's results: its own (presentation ones left out) with
+    the profile, seed and resolution, in a stable order (hashed for the scratch folder)."""
+    own = {k: v for k, v in (parameters or {}).items() if k not in PRESENTATION}
+    return {"PROFILE": profile, "SEED": seed, "RESOLUTION": resolution, **dict(sorted(own.items()))}
+
+
+def parameters_hash(parameters: dict) -> str:
+    import hashlib
+    import json
+    return hashlib.sha1(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def saved_parameters(folder: Path) -> dict | None:
+    """The parameters a results folder was computed with (its ``parameters.json``), or None."""
+    import json
+    path = Path(folder) / PARAMETERS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def choose_output(notebook: str, parameters: dict, output_dir=None, recompute: bool = False) -> Path:
+    """Where a notebook reads and writes: ``output_dir`` when given (``gradinv reproduce`` passes
+    figures/<profile>/<notebook>/); else the committed folder when it was computed with exactly
+    these parameters and no recompute is asked; else a scratch folder
+    ``runs/<notebook>/<parameters hash>/``, so an experiment never writes over figures/."""
+    if output_dir:
+        return Path(output_dir)
+    committed = results_dir(parameters["PROFILE"], notebook)
+    if not recompute and saved_parameters(committed) == json_round_trip(parameters):
+        return committed
+    return repo_root() / "runs" / notebook / parameters_hash(parameters)
+
+
+def json_round_trip(value):
+    """``value`` as JSON reads it back (tuples become lists), for comparing with a saved file."""
+    import json
+    return json.loads(json.dumps(value, default=str))
+
+
+def stopping_text(ctx: "StudyContext", iterations: int, default: int | None) -> str:
+    """The stopping criterion of a run of ``iterations``: the profile's own statement when that
+    is the profile's budget ``default`` for the study, else a fixed budget set by the parameters."""
+    if default is None or int(iterations) == int(default):
+        return ctx.profile.stopping
+    return (f"a fixed budget of {iterations} iterations set by the notebook's parameters (the profile's "
+            f"{default}; its measured stopping note does not apply)")
 
 
 def pick(value, default):
@@ -47,7 +103,10 @@ def pick(value, default):
 class StudyContext:
     """A notebook's parameters resolved once: profile, seed, device, resolution, output folder.
 
-    The model and data set are built lazily and cached, so cells stay one line long.
+    ``parameters``: the notebook's own parameters (None: a library caller's context, writing to
+    ``output_dir`` or figures/). With them, :func:`choose_output` picks the folder, and
+    ``reading`` says whether its cached results can be shown without recomputing. The model and
+    data set are built lazily and cached, so cells stay one line long.
     """
 
     notebook: str
@@ -56,6 +115,8 @@ class StudyContext:
     device: str | None = None
     resolution: int | None = None
     output_dir: str | Path | None = None
+    parameters: dict | None = None
+    recompute: bool = False
     _models: dict = field(default_factory=dict, repr=False)
     _datasets: dict = field(default_factory=dict, repr=False)
 
@@ -63,9 +124,18 @@ class StudyContext:
         from ..profiles import default_device, get_profile
         self.profile = get_profile(self.profile_name)
         self.device = self.device or default_device()
+        self.key = result_parameters(self.profile_name, self.seed, self.resolution, self.parameters)
         self.resolution = int(self.resolution or self.profile.resolution)
-        self.out = results_dir(self.profile_name, self.notebook, self.output_dir)
+        if self.parameters is None:
+            self.out = results_dir(self.profile_name, self.notebook, self.output_dir)
+        else:
+            self.out = choose_output(self.notebook, self.key, self.output_dir, self.recompute)
         self.out.mkdir(parents=True, exist_ok=True)
+        # reading mode, decided once: the folder's results were computed with these parameters and
+        # no recompute is asked, so cells show the cache instead of computing
+        self.reading = (self.parameters is not None and not self.recompute
+                        and saved_parameters(self.out) == json_round_trip(self.key))
+        self.partial = False     # set when an interrupted run returned a partial result
 
     def model(self, name: str | None = None, weights: str | None = None):
         """A model by name (default: the profile's), cached; ``weights`` 'default' | 'random'."""
@@ -90,6 +160,11 @@ class StudyContext:
                 "device": self.device, "resolution": self.resolution,
                 "profile_model": self.profile.model, "profile_notes": self.profile.notes}
 
+    def _repr_markdown_(self) -> str:
+        """What a notebook shows for the context: the mode, the folder and the settings, readable."""
+        from .reading import context_markdown
+        return context_markdown(self)
+
 
 # ----------------------------------------------------------------------------- cached results
 def save_results(ctx: StudyContext, name: str, rows: list[dict], settings: dict | None = None,
@@ -97,10 +172,13 @@ def save_results(ctx: StudyContext, name: str, rows: list[dict], settings: dict 
     """Write ``<out>/<name>.json`` (rows + settings + provenance + wall time) and ``<name>.csv``."""
     record = {"name": name, "context": ctx.describe(), "settings": settings or {},
               "wall_time_s": None if started is None else round(time.perf_counter() - started, 2),
-              "provenance": provenance(ctx.device), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "provenance": {**provenance(ctx.device), "computed_on": computed_on(rows, *(extra or {}).values())},
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "rows": rows, **(extra or {})}
     write_json_atomic(ctx.out / f"{name}.json", record)
     write_csv(ctx.out / f"{name}.csv", rows)
+    if ctx.parameters is not None:   # the folder now holds results of these parameters
+        write_json_atomic(ctx.out / PARAMETERS_FILE, ctx.key)
     return record
 
 
@@ -114,6 +192,18 @@ def write_csv(path: str | Path, rows: list[dict]) -> Path:
     writer.writeheader()
     writer.writerows(rows)
     return atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
+
+
+def result_candidates(ctx: "StudyContext", source: str) -> list[Path]:
+    """Where the cached results ``source`` (relative to the study's folder, without ".json", e.g.
+    "../04_batch_scaling/batch_scaling") may be: beside the folder, and, for another notebook's,
+    its committed folder and its scratch folders under runs/ (run keys decide what is reused)."""
+    paths = [ctx.out / f"{source}.json"]
+    parts = Path(source).parts
+    if len(parts) == 3 and parts[0] == "..":
+        paths.append(results_dir(ctx.profile_name, parts[1]) / f"{parts[2]}.json")
+        paths += sorted((repo_root() / "runs" / parts[1]).glob(f"*/{parts[2]}.json"))
+    return list(dict.fromkeys(p for p in paths if p.exists()))
 
 
 def load_results(out: str | Path | StudyContext, name: str) -> dict:
@@ -136,7 +226,7 @@ def load_tensors(out: str | Path | StudyContext, name: str) -> dict:
     path = output_folder(out) / f"{name}.pt"
     if not path.exists():
         raise MissingAssetError(f"no cached tensors {path}: run the study's compute cell first")
-    return torch.load(path, weights_only=False)
+    return torch.load(path, weights_only=True)  # tensors and plain containers: no code from a cache
 
 
 # ----------------------------------------------------------------------------- tables

@@ -10,7 +10,24 @@ RESULTS = "defences"
 IIP_THRESHOLD = 0.1
 TITLES = {"pruning": "gradient pruning (keep fraction, per tensor)", "dp": "DP-SGD (noise multiplier)",
           "mixup": "MixUp (own-image weight)", "larger_batch": "larger batch (x images)",
-          "secure_aggregation": "secure aggregation (clients)", "fedavg": "FedAvg (K local steps, local batch b)"}
+          "secure_aggregation": "secure aggregation (clients)", "fedavg": "FedAvg (K local steps, local batch b)",
+          "dp_parts": "the DP client without noise (its parts added one at a time)"}
+NO_GUARANTEE = 10.0             # epsilon above this: no formal guarantee (common practice: <= 1 strong, <= 10 weak)
+
+
+def privacy_words(epsilon) -> str:
+    """DP's epsilon in words: none without noise, "no formal guarantee" above 10, "weak" from 1 to
+    10, "strong" at most 1 (for one update at the stated delta)."""
+    if epsilon is None:
+        return "none (no noise)"
+    if epsilon > NO_GUARANTEE:
+        return "no formal guarantee"
+    return "weak" if epsilon > 1 else "strong"
+
+
+def with_privacy_words(rows: list[dict]) -> list[dict]:
+    """The rows with ``privacy``: epsilon in words for DP rows, "-" for the others."""
+    return [{**r, "privacy": privacy_words(r.get("epsilon")) if r["defence"]["name"] == "dp" else None} for r in rows]
 SUCCESS = (("iip", "Lite0 IIP ↑"), ("pixel_nn_hit", "identified by pixel correlation ↑"), ("psnr", "PSNR (dB) ↑"))
 
 
@@ -30,8 +47,8 @@ def _at(row: dict) -> str:
     eps = ""
     if row["defence"]["name"] == "dp":
         eps = (f", epsilon {row['epsilon']:.3g} for this update and {row['epsilon_epoch']:.3g} over an epoch "
-               f"(delta {row['defence']['delta']:g}, sampling rate {row['defence']['sample_rate']:.3g})"
-               if row.get("epsilon") is not None else ", epsilon infinite (no noise)")
+               f"(delta {row['defence']['delta']:g}, sampling rate {row['defence']['sample_rate']:.3g}): "
+               f"{privacy_words(row['epsilon'])}" if row.get("epsilon") is not None else ", epsilon infinite (no noise)")
     return (f"IIP {row['iip']:.2f} ± {row['iip_std']:.2f}, pixel identification {row['pixel_nn_hit']:.2f} ± "
             f"{row['pixel_nn_hit_std']:.2f}, PSNR {row['psnr']:.1f} ± {row['psnr_std']:.1f} dB, labels "
             f"{row['label_accuracy']:.2f}; utility: cosine {row['utility']:.3f} to the clean update (mean per "
@@ -83,7 +100,31 @@ def claims(out) -> str:
                          f"**{hidden['label']}** (utility cosine {hidden['utility']:.3f}, mean per tensor "
                          f"{hidden['utility_layers']:.3f}).")
         lines.append(head + tail)
-    return "\n".join(lines)
+    attribution = dp_attribution(record)
+    return "\n".join(lines + ([f"- **What protects under DP:** {attribution}"] if attribution else []))
+
+
+def dp_attribution(record: dict) -> str | None:
+    """Which part of the DP client stops the attack, when the noise gives no formal guarantee where
+    IIP falls below 0.1: the first of the noise-free parts (``dp_parts``: BN statistics withheld,
+    BN frozen, clipping) with IIP below 0.1, or that none does. None without both curves."""
+    found = curves(record)
+    if "dp" not in found:
+        return None
+    word, below, _ = verdict(found["dp"])
+    if below is None or (below.get("epsilon") is not None and below["epsilon"] <= NO_GUARANTEE):
+        return None
+    if "dp_parts" not in found:
+        return (f"DP-SGD's noise at {below['label']} gives no formal guarantee, so what stops the attack there is "
+                "the DP client's clipping, frozen BN or withheld BN statistics, or the noise without a guarantee; "
+                "this cache has no rows that tell them apart (`STRENGTHS` with \"dp_parts\" computes them).")
+    parts = found["dp_parts"][1:]
+    steps = ", ".join(f"{r['label']}: IIP {r['iip']:.2f}, pixel identification {r['pixel_nn_hit']:.2f}" for r in parts)
+    first = next((r for r in parts if r["iip"] < IIP_THRESHOLD), None)
+    eps = "no noise" if below.get("epsilon") is None else f"epsilon {below['epsilon']:.3g}, no formal guarantee"
+    what = (f"what stops it is **{first['label'].lstrip('+ ')}**, not the noise" if first else
+            "none of the noise-free parts alone brings IIP below 0.1, so the noise does, without a formal guarantee")
+    return f"DP-SGD stops the attack at {below['label']} ({eps}); without noise ({steps}) {what}."
 
 
 def conclusion(out) -> str:
@@ -99,7 +140,8 @@ def conclusion(out) -> str:
         elif word == "not needed here":
             where = ""
         else:
-            eps = "" if below.get("epsilon") is None else f", epsilon {below['epsilon']:.3g} for the update"
+            eps = ("" if below.get("epsilon") is None else
+                   f", epsilon {below['epsilon']:.3g} for the update: {privacy_words(below['epsilon'])}")
             where = (f" (from {below['label']}, utility cosine {below['utility']:.3f}, per tensor "
                      f"{below['utility_layers']:.3f}, pool cosine {below['utility_population']:.3f}{eps})")
         groups.setdefault(word, []).append(TITLES.get(curve, curve).split(" (")[0] + where)
@@ -109,12 +151,16 @@ def conclusion(out) -> str:
                                      "not which images they are (pixel correlation still identifies most)",
              "does not protect in the range": "Do not bring IIP below 0.1 in the range tried",
              "not needed here": "Not tested against a working attack (IIP already below 0.1 undefended)"}
-    return "\n".join(f"- {words[w]}: {'; '.join(names)}." for w, names in groups.items())
+    lines = [f"- {words[w]}: {'; '.join(names)}." for w, names in groups.items()]
+    attribution = dp_attribution(record)
+    return "\n".join(lines + ([f"- {attribution}"] if attribution else []))
 
 
 def _short(row: dict) -> str:
     if row["curve"] == "fedavg":
         return row["label"].replace("K=", "K").replace(", b=", "b")
+    if row["curve"] == "dp_parts":
+        return ("", "no BN stats", "frozen BN", "clip")[int(row["strength"])]
     return row["label"].split("=")[-1]
 
 

@@ -40,15 +40,16 @@ import time
 from dataclasses import dataclass
 
 from ..data import sample_batch
-from ..defences import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, SecureAggregation,
-                        images_needed)
+from ..defences import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, PrivateBN,
+                        SecureAggregation, images_needed)
 from ..errors import InputError
 from ..fedavg import is_fedsgd
 from ..sweeps import Job, run_jobs
 from .aggregate import aggregate_rows
 from .batch_scaling import scaling_config
 from .common import StudyContext, pick, save_results, save_tensors
-from .defence_report import claims, conclusion, plot_grids, plot_tradeoff  # noqa: F401 (the notebook's study.*)
+from .defence_report import (claims, conclusion, plot_grids, plot_tradeoff,  # noqa: F401 (the notebook's study.*)
+                             with_privacy_words)
 from .defence_runs import defence_job, defence_key, dp_clip
 from .runs import METRICS, ID_METRICS, batch_seeds, client_bn_mode, pool_gallery
 from .tables import reusable_runs
@@ -62,13 +63,16 @@ DP_DELTA = 1e-5
 STRENGTHS = {                   # curve -> strengths, weakest first (FedAvg: (K, local batch))
     "pruning": (0.1, 0.01),
     "dp": (0.0, 1e-4, 1e-3),
+    "dp_parts": (1, 2, 3),      # the DP client without noise, one part at a time (DP_PARTS)
     "mixup": (0.75, 0.5),
     "larger_batch": (2, 4),
     "secure_aggregation": (2, 4),
     "fedavg": ((2, 2), (4, 1), (2, None)),   # (8, 1): 2.1x (4, 1)'s cost, the same result (below)
 }
 STRENGTH_NAMES = {"pruning": "keep", "dp": "noise", "mixup": "weight", "larger_batch": "factor",
-                  "secure_aggregation": "clients", "fedavg": "K"}
+                  "secure_aggregation": "clients", "fedavg": "K", "dp_parts": "part"}
+# what the DP client does besides adding noise, added one at a time: 3 is DP at noise 0
+DP_PARTS = {1: "BN statistics withheld", 2: "+ BN frozen (eval mode)", 3: "+ per-image clipping (DP, noise 0)"}
 REFERENCE_METRICS = (*METRICS, *ID_METRICS)
 SUMMARY_METRICS = (*METRICS, "label_accuracy", *ID_METRICS, "utility", "utility_layers", "utility_population",
                    "seconds")
@@ -94,9 +98,20 @@ def make_defence(curve: str, strength, batch_size: int, pool_size: int, clip: fl
         return NoDefence() if is_fedsgd(batch_size, steps, local) else FedAvg(int(steps), FEDAVG_LR, local)
     return {"pruning": lambda v: GradientPruning(float(v)),
             "dp": lambda v: DPSGD(clip, float(v), DP_DELTA, batch_size / pool_size, 1),
+            "dp_parts": lambda v: {1: PrivateBN(False), 2: PrivateBN(True),
+                                   3: DPSGD(clip, 0.0, DP_DELTA, batch_size / pool_size, 1)}[int(v)],
             "mixup": lambda v: MixUp(float(v)),
             "larger_batch": lambda v: LargerBatch(int(v)),
             "secure_aggregation": lambda v: SecureAggregation(int(v))}[curve](strength)
+
+
+def point_label(curve: str, strength) -> str:
+    """"keep=0.1", "noise=0.0001"; the DP parts by name."""
+    if curve == "dp_parts":
+        if int(strength) not in DP_PARTS:
+            raise InputError(f"STRENGTHS dp_parts: expected parts from {sorted(DP_PARTS)}, found {strength!r}")
+        return DP_PARTS[int(strength)]
+    return f"{STRENGTH_NAMES[curve]}={strength:g}"
 
 
 def plan_points(ctx: StudyContext, strengths=None, batch_size=None, batches=None, fedavg_batch=None,
@@ -111,7 +126,7 @@ def plan_points(ctx: StudyContext, strengths=None, batch_size=None, batches=None
     unknown = sorted(set(strengths) - set(STRENGTHS))
     if unknown:
         raise InputError(f"STRENGTHS: expected defences from {', '.join(STRENGTHS)}, found {unknown}")
-    clip = dp_clip(ctx) if "dp" in strengths else None
+    clip = dp_clip(ctx) if {"dp", "dp_parts"} & set(strengths) else None
     points = [Point("none", 0.0, "clean", NoDefence(), b, n)]
     for curve, values in strengths.items():
         if curve == "fedavg":
@@ -119,8 +134,8 @@ def plan_points(ctx: StudyContext, strengths=None, batch_size=None, batches=None
             points += [Point(curve, float(k), f"K={k}, b={local or fb}", make_defence(curve, (k, local), fb, pool),
                              fb, fn) for k, local in steps]
             continue
-        points += [Point(curve, float(v), f"{STRENGTH_NAMES[curve]}={v:g}", make_defence(curve, v, b, pool, clip),
-                         b, n) for v in values]
+        points += [Point(curve, float(v), point_label(curve, v), make_defence(curve, v, b, pool, clip), b, n)
+                   for v in values]
     return points
 
 

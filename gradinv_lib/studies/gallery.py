@@ -58,7 +58,7 @@ SECTIONS = {
           "iip": "IIP (Lite0)", "pixel_nn_hit": "pixel NN hit", "utility": "cos to clean",
           "utility_layers": "per tensor", "utility_population": "cos to pool", "epsilon": "epsilon",
           "epsilon_epoch": "epsilon (epoch)"},
-         ["defences_tradeoff.png", "grid_pruning.png", "grid_dp.png", "grid_mixup.png",
+         ["defences_tradeoff.png", "grid_pruning.png", "grid_dp.png", "grid_dp_parts.png", "grid_mixup.png",
           "grid_larger_batch.png", "grid_secure_aggregation.png", "grid_fedavg.png"])]),
 }
 

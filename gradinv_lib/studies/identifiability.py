@@ -28,7 +28,7 @@ from .. import paper_results
 from .aggregate import VERDICT_WORDS, direction_holds
 from .batch_scaling import (BATCHES, PAPER_BATCH_SIZES, QUICK_BATCH_SIZES, RECONSTRUCTION, batch_sweep,
                             plan_batches, scaling_config, trend_line)
-from .common import StudyContext, load_results, pick, save_results, save_study_figure
+from .common import StudyContext, load_results, pick, save_results, save_study_figure, stopping_text
 from .tables import summarise
 
 QUICK_VULNERABLE_SIZES = (8,)       # budget: see the module docstring
@@ -99,7 +99,8 @@ def iip_study(ctx: StudyContext, batch_sizes=None, batches_per_size: int | None 
                          "iterations": config.iterations, "reused": row.get("reused", 0)})
     settings = {"batch_sizes": sizes, "vulnerable_sizes": vulnerable_sizes, "batches_per_size": batches,
                 "iterations": config.iterations, "seeds": config.seeds, "group": config.group,
-                "stopping": ctx.profile.stopping, "vulnerable_fraction": fraction, "gallery_size": len(data),
+                "stopping": stopping_text(ctx, config.iterations, ctx.profile.config.iterations),
+                "vulnerable_fraction": fraction, "gallery_size": len(data),
                 "features": "pretrained EfficientNet-Lite0 (avg-pool)", "config": config.to_dict(),
                 "gradient_norm_median": float(norms.median()),
                 "vulnerable_norm_median": float(norms[vulnerable].median()),

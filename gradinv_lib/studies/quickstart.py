@@ -17,7 +17,8 @@ import torch
 
 from ..data import sample_batch
 from .aggregate import METRIC_NAMES, VERDICT_WORDS, direction_holds
-from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
+from .common import (StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors,
+                     stopping_text)
 from .runs import full_method_iterations, run_attack, study_config
 from .tables import reference_rows
 
@@ -95,7 +96,8 @@ def quickstart(ctx: StudyContext, batch_size: int | None = None, iterations: int
     save_tensors(ctx, "quickstart_progress", preview.strip())
     settings = {"batch_size": batch_size, "iterations": config.iterations, "seeds": config.seeds,
                 "model": run.row["model"], "weights": run.row["weights"], "amp": config.amp,
-                "group": config.group, "bn_mode": row.get("bn_mode"), "stopping": ctx.profile.stopping,
+                "group": config.group, "bn_mode": row.get("bn_mode"),
+                "stopping": stopping_text(ctx, config.iterations, full_method_iterations(ctx)),
                 "config": config.to_dict(), "batch_ids": batch.ids, "true_labels": batch.labels.tolist(),
                 "recovered_labels": run.evaluation["labels"]["recovered"], "pseudo_labels": batch.pseudo.tolist()}
     return save_results(ctx, "quickstart", [row, *references], settings, started,

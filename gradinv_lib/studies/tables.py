@@ -16,7 +16,7 @@ from ..registration import REGISTRATIONS
 from ..sweeps import Job, run_jobs
 from ..errors import MissingAssetError
 from .aggregate import aggregate_rows, claim_lines, reference_scores
-from .common import StudyContext, load_results
+from .common import StudyContext, load_results, result_candidates
 from .runs import (TABLE_METRICS, attack_job, batch_seeds, client_bn_mode, identification, lpips_for, pool_gallery,
                    run_key)
 
@@ -42,8 +42,7 @@ def reusable_runs(ctx: StudyContext, sources) -> dict:
     relative to the study's folder without ".json", e.g. "../02_ablation/table2_ablation")."""
     found = {}
     for source in sources:
-        path = ctx.out / f"{source}.json"
-        if path.exists():
+        for path in result_candidates(ctx, source):
             for row in json.loads(path.read_text()).get("batch_rows", []):
                 if row.get("run_key"):
                     found[row["run_key"]] = {**row, "reused_from": source}

@@ -7,7 +7,7 @@ PROFILE ?= quick
 # One thread per process avoids oversubscribing small CPUs; raise it on a bigger machine.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install reproduce test test-fast doctor bench clean
+.PHONY: install reproduce test test-fast doctor bench clean wheelhouse
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ doctor: install
 
 bench: install
 	$(BIN)/gradinv bench
+
+## Wheels for a GPU machine with no registry (torch/torchvision preinstalled, Python 3.12): .whl/
+wheelhouse: install
+	$(BIN)/python -m gradinv_lib.gpu_report.wheelhouse --out .whl --python-version 3.12
 
 clean:
 	rm -rf runs notebooks/executed .pytest_cache

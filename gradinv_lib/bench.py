@@ -64,7 +64,9 @@ QUICK_CASES = (
 
 
 # ----------------------------------------------------------------------------- the passes
-def _setup(case: BenchCase, batch_size: int, device, amp: bool, channels_last: bool):
+def setup_case(case: BenchCase, batch_size: int, device, amp: bool, channels_last: bool):
+    """(model, client update, labels, image shape, one-seed config) of one case: random weights,
+    a random batch of distinct labels."""
     model = build_model(case.model, weights="random", num_classes=case.num_classes, device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -118,7 +120,7 @@ def bench_case(case: BenchCase, batch_size: int = 8, seeds: int = 8, device="cpu
                amp: bool = False, channels_last: bool = False, flops: bool = True) -> dict:
     """Times, ratios and peak memory of one model at one resolution (see the module docstring)."""
     device = torch.device(device)
-    model, update, labels, shape, config = _setup(case, batch_size, device, amp, channels_last)
+    model, update, labels, shape, config = setup_case(case, batch_size, device, amp, channels_last)
     targets = target_gradients(update, model)
     objective = build_objective(model, update, config)
     images = model.normalize(torch.rand((batch_size, *shape), generator=torch.Generator().manual_seed(1))

@@ -73,3 +73,46 @@ def test_cli_registers_bench():
     assert "bench" in COMMANDS
     args = build_parser().parse_args(["bench", "--json", "--quick", "--device", "cpu"])
     assert args.json and args.quick and args.device == "cpu"
+
+
+# ----------------------------------------------------------------------------- the loop's profile
+def test_loop_profile_names_every_part_and_measures_each_variant(tiny):
+    """bench_profile at a tiny size: the breakdown holds the client step, the backward, each term
+    and Adam; every ablation variant was timed; the Adam variants reach (nearly) the same images."""
+    import torch
+
+    from gradinv_lib.bench_profile import format_profile, profile_loop
+    from gradinv_lib.client import simulate_client
+
+    images, labels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 3])
+    update = simulate_client(tiny, images, labels)
+    config = InversionConfig(seeds=2, group="registered")
+    report = profile_loop(tiny, update, labels, (3, 16, 16), config, "cpu", steps=2, warmup=1, repeats=1)
+    parts = report["parts"]
+    for name in ("client step (forward, create_graph gradients)", "backward (double backward and the terms')",
+                 "term grad", "term tv", "term bn", "term group", "Adam", "Langevin noise"):
+        assert name in parts and parts[name]["host_ms"] > 0, name
+    assert parts["client step (forward, create_graph gradients)"]["ops"] > parts["Adam"]["ops"] > 0
+    assert set(report["variants_ms"]) >= {"loop", "no BN prior", "no TV, l2", "no Langevin noise",
+                                          "Adam foreach", "no group term"}
+    assert all(v > 0 for v in report["variants_ms"].values())
+    assert 0 <= report["registration"]["registration_share"] < 1
+    adam = report["adam"]
+    for name in ("foreach", "fused"):
+        if adam[name]["available"]:
+            assert adam[name]["max_abs_diff"] < 1e-4, (name, adam[name])
+    assert "Adam after 5 steps" in format_profile(report)
+
+
+def test_bare_ratio_is_profiled_with_one_seed(tiny):
+    import torch
+
+    from gradinv_lib.bench_profile import profile_loop
+    from gradinv_lib.client import simulate_client
+
+    images, labels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 3])
+    report = profile_loop(tiny, simulate_client(tiny, images, labels), labels, (3, 16, 16),
+                          InversionConfig(seeds=1, group="none"), "cpu", steps=1, warmup=1, repeats=1)
+    assert report["registration"] is None and report["loop_over_bare"] > 0
+    assert report["loop_over_bare"] == pytest.approx(
+        report["variants_ms"]["loop"] / report["variants_ms"]["bare double backward"])

@@ -1,0 +1,167 @@
+"""``gradinv gpu-report`` on the CPU at a tiny budget: the plan's arithmetic, the deadlines, and two
+calls of the command where the first stops mid-stage and the second resumes it (iterations add
+up, nothing is probed or run twice), with the report, the grids and the export."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+
+import pytest
+import torch
+
+from gradinv_lib.cli import main
+from gradinv_lib.errors import InputError
+from gradinv_lib.gpu_report.attack_stage import DeadlineGuard, StageStop
+from gradinv_lib.gpu_report.budget import Clock, OutOfTime
+from gradinv_lib.gpu_report.plan import allot
+from gradinv_lib.gpu_report.stages import DEFAULT_STAGES, parse_stage_overrides
+
+TINY = ["--stage", "cnn:model=lenet_bn,weights=random,batch=2,seeds=2,min_iterations=10,max_iterations=2000",
+        "--stage", "lite0_b1:model=lenet_bn,weights=random,resolution=32,min_iterations=5",
+        "--stage", "lite0_b8:off",
+        "--stage", "bench:model=lenet_bn,resolution=32,batch=2,seeds=2"]
+
+
+# ----------------------------------------------------------------------------- the plan
+def _probes(cnn=0.01, lite=0.1, bench=20.0):
+    return {"cnn": {"per_iteration_s": cnn, "overhead_s": 5.0},
+            "lite0_b1": {"per_iteration_s": lite, "overhead_s": 5.0},
+            "lite0_b8": {"per_iteration_s": 2 * lite, "overhead_s": 5.0},
+            "bench": {"estimate_s": bench}}
+
+
+def test_allot_gives_minimums_by_priority_then_the_rest_within_caps():
+    entries = {e["name"]: e for e in allot(DEFAULT_STAGES, _probes(), 400.0, chunk_s=10.0)}
+    assert [e for e in entries] == ["cnn", "lite0_b1", "lite0_b8", "bench"]
+    assert all(e["status"] == "planned" for e in entries.values())
+    assert entries["cnn"]["iterations"] == 4000               # capped by max_iterations (40 s)
+    assert entries["lite0_b1"]["iterations"] > 100 and entries["lite0_b8"]["iterations"] > 100
+    # beyond their minimums (5 + 100 iterations each) the Lite0 stages share the rest equally in
+    # time: b8 costs twice as much an iteration, so it gets about half as many extra iterations
+    extra = {n: entries[n]["predicted_s"] - 5.0 - 100 * r for n, r in (("lite0_b1", 0.1), ("lite0_b8", 0.2))}
+    assert extra["lite0_b1"] == pytest.approx(extra["lite0_b8"], abs=0.3) and extra["lite0_b1"] > 100
+    assert sum(e["predicted_s"] for e in entries.values()) == pytest.approx(400.0, abs=1.0)
+    assert entries["cnn"]["every"] == 1000                    # chunks of 10 s at 0.01 s an iteration
+    # a slow CNN takes at most its share (60%) of the call
+    slow = {e["name"]: e for e in allot(DEFAULT_STAGES, _probes(cnn=0.1), 400.0, chunk_s=10.0)}
+    assert slow["cnn"]["predicted_s"] <= 0.6 * 400 + 1e-6 and slow["cnn"]["iterations"] < 4000
+
+
+def test_allot_skips_what_does_not_fit_and_keeps_priority():
+    entries = {e["name"]: e for e in allot(DEFAULT_STAGES, _probes(lite=0.5), 70.0, chunk_s=10.0)}
+    assert entries["cnn"]["status"] == "planned"              # 5 + 1000 x 0.01 = 15 s
+    assert entries["lite0_b1"]["status"] == "planned"         # 5 + 100 x 0.5 = 55 s
+    assert entries["lite0_b8"]["status"] == "skipped" and "needs 105 s" in entries["lite0_b8"]["reason"]
+    assert entries["bench"]["status"] == "skipped"            # 20 s; 0 s were left
+
+
+def test_stage_overrides():
+    stages = parse_stage_overrides(["cnn:model=lenet_bn,batch=2,share=0.5", "lite0_b8:off"])
+    assert [s.name for s in stages] == ["cnn", "lite0_b1", "bench"]
+    assert (stages[0].model, stages[0].batch, stages[0].share) == ("lenet_bn", 2, 0.5)
+    for bad in ("nope:batch=2", "cnn:colour=red", "cnn:batch=two", "cnn:batch=0", "cnn:kind=bench"):
+        with pytest.raises(InputError):
+            parse_stage_overrides([bad])
+
+
+# ----------------------------------------------------------------------------- deadlines
+def test_clock_deadlines_and_the_hard_alarm():
+    clock = Clock(9, since=time.time())
+    assert clock.margin_s == pytest.approx(0.08 * 540)
+    assert clock.deadline < clock.hard_deadline < clock.start + 540
+    with pytest.raises(InputError):
+        Clock(0)
+    with pytest.raises(InputError):
+        Clock(0.5, margin_s=30)
+    quick = Clock(0.01, margin_s=0.3, since=time.time())      # hard alarm 0.5 s from now
+    with pytest.raises(OutOfTime), quick.hard_alarm():
+        time.sleep(5)
+    assert time.monotonic() - quick.start < 2
+
+
+def test_guard_stops_before_a_chunk_would_pass_the_deadline():
+    class P:
+        def __init__(self, iteration, total=100):
+            self.iteration, self.total = iteration, total
+
+    now = time.monotonic()
+    DeadlineGuard(now + 100, every=10, prior_s=1.0, reserve_s=5)(P(10))       # 12 + 5 s < 100 s
+    with pytest.raises(StageStop) as stop:
+        DeadlineGuard(now + 10, every=10, prior_s=1.0, reserve_s=5)(P(20))
+    assert stop.value.iteration == 20
+    DeadlineGuard(now, every=10, prior_s=1.0, reserve_s=5)(P(100))             # the last: scored
+
+
+# ----------------------------------------------------------------------------- two calls
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _call(out, export, minutes, *extra):
+    return main(["gpu-report", "--device", "cpu", "--minutes", str(minutes), "--since", str(time.time()),
+                 "--margin-s", "3", "--out", str(out), "--export", str(export), "--json", *extra, *TINY])
+
+
+@pytest.mark.slow
+def test_a_second_call_resumes_what_the_first_left(tmp_path, one_thread, capsys):
+    """Call 1 plans 0.9 minutes of work but has 0.5: it probes, runs, checkpoints and stops; call 2
+    continues from the checkpoint to the end. About a minute on 2 busy cores."""
+    out, export = tmp_path / "gpu", tmp_path / "export"
+    assert _call(out, export, 0.5, "--plan-minutes", "0.9") == 3      # 3: work left for another call
+    first = json.loads((out / "report.json").read_text())
+    plan_bytes, probe_bytes = (out / "plan.json").read_bytes(), (out / "probes.json").read_bytes()
+    plan = json.loads(plan_bytes)
+    planned = {e["name"]: e for e in plan["entries"]}
+    assert [e["name"] for e in plan["entries"]] == ["cnn", "lite0_b1", "bench"]
+    assert all(e["status"] == "planned" for e in plan["entries"])
+    assert first["complete"] is False and first["calls"][0]["stopped"].startswith("deadline")
+    assert first["calls"][0]["wall_s"] < 0.5 * 60
+    left = [n for n, s in first["stages"].items() if s["status"] != "done"]
+    assert left and first["stages"][left[0]]["status"] == "interrupted"
+    interrupted = left[0]
+    stopped_at = first["stages"][interrupted]["iterations_done"]
+    assert 0 < stopped_at < planned[interrupted]["iterations"]
+    assert (out / interrupted / "checkpoint" / "checkpoint.pt").exists()
+    assert {p.name for p in export.iterdir()} >= {"gpu_results.tar.gz", "gpu_state.tar.part00"}
+
+    capsys.readouterr()
+    assert _call(out, export, 2.0) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert json.loads(capsys.readouterr().out) == report                  # --json prints the report
+    assert report["complete"] is True and [c["call"] for c in report["calls"]] == [1, 2]
+    assert report["calls"][1]["planned_here"] is False
+    assert (out / "plan.json").read_bytes() == plan_bytes and (out / "probes.json").read_bytes() == probe_bytes
+    for name in ("cnn", "lite0_b1"):
+        state = report["stages"][name]
+        segments = state["segments"]
+        assert state["status"] == "done" and segments[0]["from"] == 0
+        assert all(a["to"] == b["from"] for a, b in zip(segments, segments[1:]))   # nothing run twice
+        assert segments[-1]["to"] == planned[name]["iterations"] == state["iterations_done"]
+        result = json.loads((out / name / "result.json").read_text())
+        assert result["iterations"] == planned[name]["iterations"]
+        assert result["provenance"]["device"] == "cpu" and result["segments"] == segments
+        assert set(result["summary"]["metrics"]) == {"reconstruction", "noise start", "mean colour"}
+        assert (out / name / "grid.png").stat().st_size > 0
+    resumed = report["stages"][interrupted]["segments"]
+    assert [s["call"] for s in resumed][:2] == [1, 2] and resumed[1]["from"] == stopped_at
+    assert json.loads((out / interrupted / "result.json").read_text())["resumed_from"] == stopped_at
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    assert bench["bench"]["loop_over_bare"] > 0 and set(bench["profiles"]) == {"1 seed(s)", "2 seed(s)"}
+    assert "| cnn | done |" in (out / "report.md").read_text()
+    with tarfile.open(export / "gpu_results.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"gpu/plan.json", "gpu/report.json", "gpu/cnn/grid.png", "gpu/bench/bench.txt"} <= names
+    assert not any(n.endswith(".pt") for n in names)
+
+
+def test_bad_stage_is_one_line_error(tmp_path, capsys):
+    assert main(["gpu-report", "--device", "cpu", "--minutes", "1", "--out", str(tmp_path),
+                 "--stage", "cnn:colour=red"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gradinv gpu-report: error:") and "\n" not in err

@@ -13,7 +13,7 @@ from .config import InversionConfig
 from .errors import InputError
 from .fedavg import client_step_for
 from .inversion import InversionResult, run_inversion
-from .labels import recover_labels_from_update
+from .batch_labels import recover_batch_labels
 from .objectives import BNPrior, GradientMatching, GroupConsistency, L2Prior, Objective, TotalVariation
 
 
@@ -65,6 +65,9 @@ def gradinversion(model, update: ClientUpdate, config: InversionConfig = Inversi
                   labels: torch.Tensor | None = None, **loop_options) -> InversionResult:
     """Recover the batch behind ``update``: labels by ``config.label_rule`` unless given, then images.
 
+    The label rule and the reasons it may be wrong (:mod:`gradinv_lib.batch_labels`) are in
+    ``result.extra["labels"]``.
+
     A FedAvg update (``update.local_steps > 1`` or a smaller local batch) is matched through the
     client's unrolled local steps (:mod:`gradinv_lib.fedavg`); recovered labels, sorted, fill the
     mini-batches in order, since the client's order is unknown.
@@ -74,11 +77,15 @@ def gradinversion(model, update: ClientUpdate, config: InversionConfig = Inversi
     """
     check_update_fits(update, model)
     config = without_bn_prior_if_no_bn(model, config)
-    if labels is None:
-        labels = recover_labels_from_update(update, model, rule=config.label_rule)
+    estimate = None
+    if labels is None:  # repeats by default ("multiset"); the result says why it may be wrong
+        estimate = recover_batch_labels(update, model, rule=config.label_rule)
+        labels = estimate.labels
     else:
         validate_labels(torch.as_tensor(labels), update.batch_size, model.num_classes)
     objective = build_objective(model, update, config)
     with bn_mode(model, update.bn_mode):  # BN normalises as it did in the client's forward
-        return run_inversion(model, objective, torch.as_tensor(labels), update.image_shape,
-                             config, **{"client_step": client_step_for(update), **loop_options})
+        result = run_inversion(model, objective, torch.as_tensor(labels), update.image_shape,
+                               config, **{"client_step": client_step_for(update), **loop_options})
+    result.extra["labels"] = estimate.to_dict() if estimate else {"rule": "given", "uncertain": []}
+    return result

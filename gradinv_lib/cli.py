@@ -163,7 +163,7 @@ def _invert(args) -> int:
         return 0  # every rank holds the same result; rank 0 scores and writes it
     lpips, lpips_reason = available_lpips(args.device) if originals is not None else (None, None)
     evaluation = (evaluate_attack(model, result, originals, true_labels, lpips=lpips)
-                  if originals is not None else {"labels": label_summary(result.labels, true_labels)})
+                  if originals is not None else {"labels": label_summary(result.labels, true_labels, result.extra.get("labels"))})
     record = save_attack(args.out, result, evaluation, originals,
                          extra={"model": model.name, "weights": model.weights_source, "data": data,
                                 "lpips_unavailable": lpips_reason})

@@ -55,7 +55,7 @@ class InversionConfig:
     register_start: float = 0.25        # the paper starts registering at 5K of 20K iterations
     register_every: int = 100
     alpha_noise: float = 0.2            # alpha_n, Langevin update (sec. 3.5)
-    label_rule: str = "min"             # eq. 8
+    label_rule: str = "multiset"        # counts with repeats (beyond the paper); "min": eq. 8
     init_std: float = 1.0               # x initialised N(0, init_std^2) in normalised space
     seed: int = 0
     seed_mode: str = "vmap"             # per-seed gradients: torch.func.vmap or a Python loop
@@ -65,7 +65,7 @@ class InversionConfig:
 
     def __post_init__(self):
         choices = {"weighting": tuple(WEIGHTINGS), "grad_metric": GRAD_METRICS, "bn_target": BN_TARGETS, "group": GROUP_MODES,
-                   "seed_mode": SEED_MODES, "label_rule": ("min", "sum")}
+                   "seed_mode": SEED_MODES, "label_rule": ("multiset", "min", "sum")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")

@@ -27,9 +27,10 @@ def available_lpips(device="cpu"):
         return None, str(exc)
 
 
-def label_summary(recovered: torch.Tensor, true: torch.Tensor | None) -> dict:
-    """Recovered labels and, when the truth is known, the fraction of true labels recovered."""
-    out = {"recovered": recovered.tolist()}
+def label_summary(recovered: torch.Tensor, true: torch.Tensor | None, about: dict | None = None) -> dict:
+    """Recovered labels and, when the truth is known, the fraction of true labels recovered (as a
+    multiset); ``about``: the rule and the reasons the labels may be wrong (``result.extra``)."""
+    out = {"recovered": recovered.tolist(), **(about or {})}
     if true is not None:
         truth = true.tolist()
         hits = sum(min(recovered.tolist().count(c), truth.count(c)) for c in set(truth))
@@ -72,7 +73,7 @@ def evaluate_attack(model, result: InversionResult, originals01: torch.Tensor,
         "metrics": score(result.consensus),
         "noise_metrics": score(result.start),
         "seed_metrics": [{k: v for k, v in s.items() if k != "per_image"} for s in seeds],
-        "labels": label_summary(result.labels, true_labels),
+        "labels": label_summary(result.labels, true_labels, result.extra.get("labels")),
         "pairing": perm.tolist(),
         "registration_for_metrics": registration,
         "forces": getattr(result, "forces", None),   # {"start"|"end": {term: |d term / d x|}}

@@ -165,12 +165,22 @@ def label_counts_from_fc(dW: Tensor, db: Tensor, W: Tensor, b: Tensor, batch_siz
 
 
 def estimate_label_counts(update, model, batch_size: int | None = None) -> Tensor:
-    """Per-class image counts (N,) of a client update; see :func:`label_counts_from_fc`."""
+    """Per-class image counts (N,) of a client update; see :func:`label_counts_from_fc`.
+
+    FedAvg (K local steps of b images, beyond the paper): the update holds
+    sum_k (1/b) sum_{i in step k} (p_i^(k) - onehot(y_i)) (o_i^(k) for dW). When every image is
+    used m = K b / B times, its onehot part is -(K / B) count_n, so (dW, db) / K has exactly
+    FedSGD's form with p and o averaged over the steps; it is read with the GLOBAL weights
+    (the weights at the midpoint of the steps measured worse, README). Otherwise the counts
+    weigh each image by its number of uses.
+    """
     dW, db = fc_gradients(update, model)
     fc = model.final_layer
     if fc.bias is None:
         raise InputError(f"label counts need the final layer's bias; {model.final_layer_name} has none")
-    return label_counts_from_fc(dW, db, fc.weight, fc.bias, update.batch_size if batch_size is None else batch_size)
+    k = int(update.local_steps)
+    return label_counts_from_fc(dW / k, None if db is None else db / k, fc.weight, fc.bias,
+                                update.batch_size if batch_size is None else batch_size)
 
 
 def recover_label_multiset(update, model, batch_size: int | None = None) -> Tensor:

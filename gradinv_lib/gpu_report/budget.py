@@ -59,19 +59,22 @@ class Clock:
 
     @contextmanager
     def hard_alarm(self):
-        """Within the block, SIGALRM at the hard deadline raises :class:`OutOfTime` (main thread
-        only; elsewhere a no-op)."""
+        """Within the block, SIGALRM at the hard deadline, and SIGTERM (a limit that came first),
+        raise :class:`OutOfTime` (main thread only; elsewhere a no-op). Inside the inversion loop
+        SIGTERM checkpoints first (``checkpoint.stop_on_signals``)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def fire(signum, frame):
-            raise OutOfTime(f"the hard deadline ({self.limit_s - self.margin_s / 3:.0f} s) was reached")
+            raise OutOfTime(f"the hard deadline ({self.limit_s - self.margin_s / 3:.0f} s) was reached"
+                            if signum == signal.SIGALRM else "stopped by SIGTERM")
 
-        previous = signal.signal(signal.SIGALRM, fire)
+        previous = {s: signal.signal(s, fire) for s in (signal.SIGALRM, signal.SIGTERM)}
         signal.setitimer(signal.ITIMER_REAL, max(0.01, self.hard_deadline - time.monotonic()))
         try:
             yield
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)

@@ -61,5 +61,5 @@ def run_report(stages, out: str | Path, clock: Clock, device, plan_minutes: floa
         except InversionInterrupted as exc:
             call["stopped"] = f"signal: {exc}"
         except OutOfTime as exc:
-            call["stopped"] = f"hard deadline: {exc}"
+            call["stopped"] = f"out of time: {exc}"
     return save()

@@ -49,7 +49,7 @@ class StageSpec:
 DEFAULT_STAGES = (
     # 1. the trained network at its own resolution: what the CPU budget cannot show
     StageSpec("cnn", "attack", 1, "cifar10_cnn", "default", "cifar10", 32, 8, 8,
-              max_iterations=4000, min_iterations=1000, share=0.6),
+              max_iterations=6000, min_iterations=1000, share=0.5),
     # 2. the pretrained ImageNet network at 224 px; one seed each, so that the minutes left buy
     #    hundreds of iterations rather than tens (8 seeds cost 8x an iteration)
     StageSpec("lite0_b1", "attack", 2, "efficientnet_lite0", "default", "pool", 224, 1, 1),

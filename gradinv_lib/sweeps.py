@@ -17,6 +17,10 @@ least two cores and no CUDA when there are several jobs, ``local`` otherwise):
 Options for submitit's ``update_parameters`` (``timeout_min``, ``gpus_per_node``,
 ``slurm_partition``, ...) come as keyword arguments or as JSON in ``$GRADINV_EXECUTOR_OPTIONS``
 (so ``gradinv reproduce --executor slurm`` reaches the notebooks' sweeps).
+
+Every executor keeps each finished job's result as it arrives (``sweep_store``), so a rerun after
+a failure or an interruption runs only the missing jobs; ``sweep_submitit`` watches the cluster
+jobs (states, deadlines, cancelling the array when the submitter is interrupted).
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import GradInvError, InputError, MissingAssetError
+from .errors import InputError
+from .nodes import job_threads, wait_while_parent
+from .slurm_state import default_time_limit
+from .sweep_store import Failure, JobStore, SweepFailed, exception_text, job_digest
+from .sweep_submitit import run_submitit
 
 EXECUTORS = ("local", "processes", "submitit-local", "slurm")
 
@@ -74,9 +82,16 @@ class PortableContext:
 _CONTEXTS: dict[PortableContext, Any] = {}
 
 
-def run_on_node(context: PortableContext, fn: Callable, kwargs: dict):
-    """What a cluster job runs: rebuild the context, run one job."""
+def run_in_context(context: PortableContext, fn: Callable, kwargs: dict):
+    """Rebuild the context (once per process), run one job."""
     return fn(context.build(), **kwargs)
+
+
+def run_on_node(context: PortableContext, fn: Callable, kwargs: dict):
+    """What a cluster job runs: as many torch threads as CPUs given to it, then the job."""
+    import torch
+    torch.set_num_threads(job_threads())
+    return run_in_context(context, fn, kwargs)
 
 
 def available_cores() -> int:
@@ -111,22 +126,16 @@ def executor_settings(executor: str | None, options: dict, n_jobs: int | None = 
     return name, {**env_options, **options}
 
 
-def _submitit():
-    try:
-        import submitit
-    except ImportError:
-        raise MissingAssetError("executor 'slurm'/'submitit-local' needs submitit, which is not installed: "
-                                "pip install 'gradinv[cluster]' (or pip install submitit), or use "
-                                "executor='local'") from None
-    return submitit
-
-
-def _run_here(ctx, job: Job):
-    try:
-        return job.fn(ctx, **job.kwargs)
-    except Exception as exc:
-        exc.add_note(f"gradinv sweep: job {job.key!r} failed")
-        raise
+def _run_local(ctx, jobs: list[Job], arrived) -> tuple[list[Failure], BaseException | None]:
+    """One job after another in this process; a failing job does not stop the others."""
+    failures, first = [], None
+    for j, job in enumerate(jobs):
+        try:
+            arrived(j, job.fn(ctx, **job.kwargs))
+        except Exception as exc:  # noqa: BLE001 - report every failed job, not only the first
+            failures.append(Failure(job.key, "FAILED", exception_text(exc)))
+            first = first or exc
+    return failures, first
 
 
 def _start_worker(threads: int, parent: int) -> None:
@@ -141,30 +150,14 @@ def _start_worker(threads: int, parent: int) -> None:
 
 def exit_with_parent(parent: int, poll_s: float = 2.0) -> None:
     """Return never: poll until this process's parent is no longer ``parent``, then exit(1)."""
-    import time
-    while os.getppid() == parent:
-        time.sleep(poll_s)
+    wait_while_parent(parent, poll_s)
     os._exit(1)
 
 
 def run_in_worker(context: PortableContext, fn: Callable, kwargs: dict) -> bytes:
     """What a 'processes' worker runs: one job, its result pickled here with plain pickle (tensors
     travel as bytes, not as shared-memory handles that die with the worker)."""
-    return pickle.dumps(run_on_node(context, fn, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _gather(jobs: list[Job], handles: list, where: Callable[[Any], str]) -> list:
-    """Results of ``handles`` (futures) in job order; every failed job named in one error."""
-    results, failed = [], []
-    for job, handle in zip(jobs, handles):
-        try:
-            results.append(handle.result())
-        except Exception as exc:  # noqa: BLE001 - report every failed job, not only the first
-            lines = str(exc).strip().splitlines()   # submitit's error holds the whole traceback
-            failed.append(f"{job.key} ({type(exc).__name__}: {lines[-1][:200] if lines else ''}{where(handle)})")
-    if failed:
-        raise GradInvError(f"{len(failed)} of {len(jobs)} jobs failed: {'; '.join(failed)}")
-    return results
+    return pickle.dumps(run_in_context(context, fn, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 @contextmanager
@@ -185,9 +178,10 @@ def _main_script_hidden(jobs: list[Job]):
         main.__dict__.update(saved)
 
 
-def _run_processes(ctx, jobs: list[Job], workers: int | None = None, threads: int | None = None) -> list:
+def _run_processes(ctx, jobs: list[Job], arrived, workers: int | None = None,
+                   threads: int | None = None) -> tuple[list[Failure], BaseException | None]:
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     cores = available_cores()
     workers = max(1, min(int(workers or cores), len(jobs)))
     threads = max(1, int(threads or cores // workers))
@@ -195,17 +189,35 @@ def _run_processes(ctx, jobs: list[Job], workers: int | None = None, threads: in
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(threads, os.getpid()))
+    failures, first = [], None
     try:
         with _main_script_hidden(jobs):   # every worker starts within the first submits
-            futures = [pool.submit(run_in_worker, portable, job.fn, job.kwargs) for job in jobs]
-        return [pickle.loads(r) for r in _gather(jobs, futures, lambda _: "")]
-    except BaseException:  # Ctrl-C or a failed job: stop the running jobs now, not at their end
+            futures = {pool.submit(run_in_worker, portable, job.fn, job.kwargs): j for j, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            j = futures[future]
+            try:
+                arrived(j, pickle.loads(future.result()))
+            except Exception as exc:  # noqa: BLE001 - report every failed job, not only the first
+                failures.append(Failure(jobs[j].key, "FAILED", exception_text(exc)))
+                first = first or exc
+        return failures, first
+    except BaseException:  # Ctrl-C: stop the running jobs now, not at their end
         pool.shutdown(wait=False, cancel_futures=True)
         for worker in set(multiprocessing.active_children()) - before:
             worker.terminate()
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def _run_submitit(ctx, jobs: list[Job], arrived, cluster: str, folder: Path, device: str | None,
+                  options: dict) -> tuple[list[Failure], None]:
+    if "slurm_time" in options:
+        raise InputError("executor options: give the time limit as timeout_min (minutes), found slurm_time")
+    options = {"timeout_min": default_time_limit(ctx.profile_name), **options}
+    portable = PortableContext.of(ctx, device if device or cluster == "slurm" else ctx.device)
+    calls = [(job.key, run_on_node, (portable, job.fn, job.kwargs)) for job in jobs]
+    return run_submitit(cluster, folder, f"gradinv-{ctx.notebook}", options, calls, arrived), None
 
 
 def run_jobs(ctx, jobs: list[Job], executor: str | None = None, folder: str | Path | None = None,
@@ -215,27 +227,45 @@ def run_jobs(ctx, jobs: list[Job], executor: str | None = None, folder: str | Pa
     ``local`` calls ``job.fn(ctx, **job.kwargs)`` here with the caller's context (its cached
     model). ``processes`` (options ``workers``, ``threads``) and the submitit executors send each
     process or node a :class:`PortableContext` instead; submitit on ``device`` (default: the
-    caller's for ``submitit-local``, the node's own for ``slurm``), as one job array. They wait
-    for every job; failed jobs are named together in one error.
+    caller's for ``submitit-local``, the node's own for ``slurm``), as one job array, each job
+    with ``timeout_min`` (default: the profile's, ``slurm_state.DEFAULT_TIME_LIMIT_MIN``) and as
+    many torch threads as CPUs given. Every executor keeps each finished job's result in
+    ``<folder>/results`` (default folder ``<results>/submitit``) as it arrives and runs only the
+    jobs not kept there; failed jobs are named together in one :class:`SweepFailed`, the rest kept
+    for the rerun. A complete sweep's kept results are removed (the caller caches them).
     """
     name, options = executor_settings(executor, options, len(jobs))
-    if name == "local":
-        if options:
-            raise InputError(f"executor 'local' takes no options, found {sorted(options)}")
-        return [_run_here(ctx, job) for job in jobs]
     keys = [job.key for job in jobs]
     if len(set(keys)) != len(keys):
         raise InputError(f"job keys: expected unique names, found duplicates in {keys}")
-    if name == "processes":
-        unknown = sorted(set(options) - {"workers", "threads"})
-        if unknown:
-            raise InputError(f"executor 'processes' takes options workers, threads; found {unknown}")
-        return _run_processes(ctx, jobs, **options)
-    submitit = _submitit()
+    if name == "local" and options:
+        raise InputError(f"executor 'local' takes no options, found {sorted(options)}")
+    if name == "processes" and set(options) - {"workers", "threads"}:
+        raise InputError(f"executor 'processes' takes options workers, threads; found {sorted(options)}")
     folder = Path(folder) if folder else Path(ctx.out) / "submitit"
-    engine = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm" if name == "slurm" else "local")
-    engine.update_parameters(name=f"gradinv-{ctx.notebook}", **options)
-    portable = PortableContext.of(ctx, device if device or name == "slurm" else ctx.device)
-    with engine.batch():
-        submitted = [engine.submit(run_on_node, portable, job.fn, job.kwargs) for job in jobs]
-    return _gather(jobs, submitted, lambda handle: f"; log {handle.paths.stderr}")
+    store = JobStore(folder / "results")
+    digests = [job_digest(job, (ctx.notebook, ctx.profile_name, ctx.seed, ctx.resolution)) for job in jobs]
+    results = {i: store.get(d) for i, d in enumerate(digests) if store.has(d)}
+    todo = [i for i in range(len(jobs)) if i not in results]
+    if results:
+        print(f"gradinv sweep: {len(results)} of {len(jobs)} jobs kept from an earlier run in {store.folder}; "
+              f"running the other {len(todo)}", file=sys.stderr, flush=True)
+
+    def arrived(j: int, result) -> None:
+        store.put(digests[todo[j]], result)
+        results[todo[j]] = result
+
+    missing = [jobs[i] for i in todo]
+    if not missing:
+        failures, first = [], None
+    elif name == "local":
+        failures, first = _run_local(ctx, missing, arrived)
+    elif name == "processes":
+        failures, first = _run_processes(ctx, missing, arrived, **options)
+    else:
+        failures, first = _run_submitit(ctx, missing, arrived, "slurm" if name == "slurm" else "local", folder,
+                                        device, options)
+    if failures:
+        raise SweepFailed(failures, len(jobs), len(results), store.folder) from first
+    store.drop(digests)
+    return [results[i] for i in range(len(jobs))]

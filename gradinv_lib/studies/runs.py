@@ -20,6 +20,7 @@ from ..experiments import attack_batch, available_lpips
 from ..io import torch_save_atomic
 from ..metrics import lite0_features, nearest_neighbour_hits, pixel_correlation_nn, pool_source_groups
 from ..metrics.features import lite0_input_side
+from ..nodes import node_facts
 from .common import StudyContext
 
 METRICS = ("feature_dist", "fft2d", "psnr", "psnr_registered", "ssim", "lpips")
@@ -175,7 +176,7 @@ def run_attack(ctx: StudyContext, batch, config, model=None, callback=None, meth
            **{k: m.get(k) for k in METRICS}, **{f"noise_{k}": n.get(k) for k in METRICS},
            "label_accuracy": ev["labels"].get("accuracy"),
            **identification(ctx, [batch.ids[int(i)] for i in perm], result.consensus),
-           "seconds": round(result.seconds, 2), "forces": ev.get("forces"),
+           "seconds": round(result.seconds, 2), "forces": ev.get("forces"), "node": node_facts(ctx.device),
            "lpips_unavailable": lpips_reason}
     return AttackRun(row, batch.images[perm], result.consensus, result.start, ev, result.seconds)
 

@@ -271,6 +271,7 @@ COMMANDS = {
     "compare": (_compare_args, _compare, "Table 4: GradInversion beside prior attacks on one update"),
     "defend": (_defend_args, _defend, "attack a client that runs a defence: success, utility, epsilon"),
     "reproduce": (_reproduce_args, _reproduce, "rerun the companion notebooks: every table and figure"),
+    "course": __import__("gradinv_lib.course.cli", fromlist=["COMMAND"]).COMMAND,  # gradinv_lib/course/cli.py
     "gpu-report": __import__("gradinv_lib.gpu_report.cli", fromlist=["COMMAND"]).COMMAND,
 }
 

@@ -63,9 +63,10 @@ class _Watch:
 
 
 def run_submitit(cluster: str, folder: Path, name: str, options: dict, calls: list[tuple[str, Callable, tuple]],
-                 on_result: Callable[[int, object], None]) -> list[Failure]:
+                 on_result: Callable[[int, object], None], limit_note: str = "") -> list[Failure]:
     """Submit ``calls`` ((key, fn, args) each) as one array; call ``on_result(i, result)`` as each
-    job's result arrives; return the failed jobs. ``options`` must hold ``timeout_min``."""
+    job's result arrives; return the failed jobs. ``options`` must hold ``timeout_min`` (where it
+    came from: ``limit_note``, said with it)."""
     submitit = load_submitit()
     engine = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
     engine.update_parameters(name=name, **options)
@@ -73,7 +74,7 @@ def run_submitit(cluster: str, folder: Path, name: str, options: dict, calls: li
         handles = [engine.submit(fn, *args) for _, fn, args in calls]
     arrays = sorted({h.job_id.split("_")[0] for h in handles}) if cluster == "slurm" else []
     _say(f"{len(handles)} jobs submitted" + (f" as Slurm job {', '.join(arrays)}" if arrays else " locally")
-         + f", time limit {options['timeout_min']} min each, logs in {folder}")
+         + f", time limit {options['timeout_min']} min each{limit_note}, logs in {folder}")
     reaper = slurm_state.start_reaper(arrays) if arrays else None
     watches = [_Watch(key, h) for (key, _, _), h in zip(calls, handles)]
     previous = _sigterm_interrupts()

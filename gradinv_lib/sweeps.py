@@ -214,10 +214,12 @@ def _run_submitit(ctx, jobs: list[Job], arrived, cluster: str, folder: Path, dev
                   options: dict) -> tuple[list[Failure], None]:
     if "slurm_time" in options:
         raise InputError("executor options: give the time limit as timeout_min (minutes), found slurm_time")
+    limit = ("" if "timeout_min" in options
+             else f" (the {ctx.profile_name} profile's default; set timeout_min to change it)")
     options = {"timeout_min": default_time_limit(ctx.profile_name), **options}
     portable = PortableContext.of(ctx, device if device or cluster == "slurm" else ctx.device)
     calls = [(job.key, run_on_node, (portable, job.fn, job.kwargs)) for job in jobs]
-    return run_submitit(cluster, folder, f"gradinv-{ctx.notebook}", options, calls, arrived), None
+    return run_submitit(cluster, folder, f"gradinv-{ctx.notebook}", options, calls, arrived, limit), None
 
 
 def run_jobs(ctx, jobs: list[Job], executor: str | None = None, folder: str | Path | None = None,

@@ -60,10 +60,11 @@ def step(ctx, name, folder):
     return {"name": name, "seed": ctx.seed, "threads": torch.get_num_threads()}
 
 
-def test_a_study_on_slurm_gives_the_local_results(cluster, tmp_path):
+def test_a_study_on_slurm_gives_the_local_results(cluster, tmp_path, capfd):
     """04's sweep (2 batches: a job array of 2) on the cluster and in this process: the same rows,
-    each recorded by the node that computed it (one thread: the CPU Slurm gave the job)."""
-    sizes = dict(batch_sizes=[2], iterations=1, batches=2)
+    each recorded by the node that computed it (one thread: the CPU Slurm gave the job), under
+    the profile's default time limit, which is said."""
+    sizes = dict(batch_sizes=[1], iterations=1, batches=2)
     here = batch_scaling(StudyContext("04_batch_scaling", device="cpu", output_dir=tmp_path / "local"), **sizes,
                          executor="local")
     there = batch_scaling(StudyContext("04_batch_scaling", device="cpu", output_dir=tmp_path / "slurm"), **sizes,
@@ -71,6 +72,7 @@ def test_a_study_on_slurm_gives_the_local_results(cluster, tmp_path):
     key = lambda rec: [(r["row"], r["batch_size"], r["batch_seed"], r.get("batch_ids")) for r in rec["batch_rows"]]
     metrics = lambda rec: [r[m] for r in rec["batch_rows"] for m in ("psnr", "ssim", "fft2d")]
     assert key(there) == key(here) and metrics(there) == pytest.approx(metrics(here), rel=1e-6)
+    assert "time limit 20 min each (the quick profile's default; set timeout_min" in capfd.readouterr().err
     assert there["provenance"]["computed_on"] == [{"host": socket.gethostname(), "device": "cpu", "threads": 1}]
     runs = [r for r in there["batch_rows"] if r["row"] == "reconstruction"]
     assert all(r["node"]["slurm_job"].count("_") == 1 for r in runs)      # array tasks

@@ -183,3 +183,26 @@ def test_wheelhouse_ships_what_the_gpu_image_lacks_and_never_torch():
     assert not {"torch", "torchvision", "triton", "numpy", "scipy", "jupyterlab", "papermill"} & set(ship)
     assert not any(name.startswith("nvidia-") for name in ship) and not set(ship) & present_names()
     assert "numpy" in needed(present=None) and "jupyterlab" in needed(skip=(), present=None)
+
+
+def test_export_packs_results_and_the_checkpoints_still_needed(tmp_path):
+    """Results in one archive, tensors in parts that unpack to the same bytes; a finished stage's
+    checkpoint is left out (nothing resumes from it)."""
+    import io
+
+    from gradinv_lib.gpu_report import report as packing
+
+    out = tmp_path / "gpu"
+    for name, status in (("done", "done"), ("left", "interrupted")):
+        (out / name / "checkpoint").mkdir(parents=True)
+        (out / name / "state.json").write_text(json.dumps({"status": status}))
+        torch.save(torch.arange(300_000), out / name / "checkpoint" / "checkpoint.pt")
+    (out / "plan.json").write_text("{}")
+    files = packing.export(out, tmp_path / "export")
+    assert [f.name for f in files][0] == "gpu_results.tar.gz" and len(files) >= 2
+    with tarfile.open(files[0]) as tar:
+        assert sorted(tar.getnames()) == ["gpu/done/state.json", "gpu/left/state.json", "gpu/plan.json"]
+    with tarfile.open(fileobj=io.BytesIO(b"".join(f.read_bytes() for f in files[1:]))) as tar:
+        assert tar.getnames() == ["gpu/left/checkpoint/checkpoint.pt"]
+        unpacked = tar.extractfile("gpu/left/checkpoint/checkpoint.pt").read()
+    assert unpacked == (out / "left" / "checkpoint" / "checkpoint.pt").read_bytes()

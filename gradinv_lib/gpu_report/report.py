@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
+import warnings
 from pathlib import Path
 
 from ..io import atomic_write, write_json_atomic
 
 PART_BYTES = 15 * 2**20   # under a 16 MiB per-file limit
+MAX_FILES = 8             # files a device returns from $OUT
 RESULTS, STATE = "gpu_results.tar.gz", "gpu_state.tar"
 
 
@@ -81,6 +84,9 @@ def export(out: Path, to: Path) -> list[Path]:
             for f in tensors:
                 tar.add(f, arcname=str(f.relative_to(out.parent)))
         data = buffer.getvalue()
+        if 1 + math.ceil(len(data) / PART_BYTES) > MAX_FILES:
+            warnings.warn(f"export: the tensors take {len(data) / 2**20:.0f} MiB, more than the {MAX_FILES - 1} "
+                          f"parts of {PART_BYTES // 2**20} MiB a device returns beside the results")
         for i in range(0, len(data), PART_BYTES):
             part = to / f"{STATE}.part{i // PART_BYTES:02d}"
             written.append(atomic_write(part, lambda f, chunk=data[i:i + PART_BYTES]: f.write(chunk)))

@@ -16,6 +16,7 @@ import statistics
 from collections import defaultdict
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from .attack import build_objective
@@ -83,8 +84,8 @@ def breakdown(events, steps: int) -> dict:
     """Per part of the step: host milliseconds, device milliseconds, kernel launches and aten ops
     per iteration, from profiler ``events`` of ``steps`` iterations each inside a range "iteration"."""
     parts = []
-    for event in events:
-        if event.cpu_parent is None:
+    for event in events:  # host-side roots; device events (kernels, annotations) hang off them
+        if event.cpu_parent is None and event.device_type == DeviceType.CPU:
             parts.extend(event.cpu_children if event.name == "iteration" else [event])
     out: dict[str, dict] = defaultdict(lambda: {"host_ms": 0.0, "device_ms": 0.0, "kernels": 0.0, "ops": 0.0})
     for event in parts:

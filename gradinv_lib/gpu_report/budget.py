@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -49,6 +50,10 @@ class Clock:
         self.start = time.monotonic() - age
         self.deadline = self.start + self.limit_s - self.margin_s
         self.hard_deadline = self.start + self.limit_s - self.margin_s / 3
+
+    def log(self, text: str) -> None:
+        """One progress line on stderr (a device returns the output's tail, even of a killed call)."""
+        print(f"[gpu-report {self.elapsed():5.0f} s, {self.left():5.0f} s left] {text}", file=sys.stderr, flush=True)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start

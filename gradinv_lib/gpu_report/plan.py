@@ -92,6 +92,7 @@ def make_plan(stages, materials, clock, plan_minutes: float, amp: bool, cache: P
     for spec in stages:
         key = {"stage": spec.to_dict(), "amp": amp, "device": str(materials.device)}
         if any(probes.get(spec.name, {}).get(k) != v for k, v in key.items()):
+            clock.log(f"probing {spec.name}")
             probes[spec.name] = {**key, **(
                 probe_bench(spec, materials, amp) if spec.kind == "bench"
                 else attack_stage.probe(spec, materials, amp=amp))}

@@ -45,6 +45,8 @@ def run_report(stages, out: str | Path, clock: Clock, device, plan_minutes: floa
         try:
             plan, call["planned_here"] = load_or_make_plan(out / "plan.json", stages, materials, clock,
                                                           plan_minutes or clock.limit_s / 60, amp)
+            clock.log(("planned: " if call["planned_here"] else "plan kept: ") + "; ".join(
+                f"{e['name']} {e.get('iterations', '')} {e['status']}".replace("  ", " ") for e in plan["entries"]))
             states.update({e["name"]: read_json(out / e["name"] / "state.json", None) for e in plan["entries"]
                            if (out / e["name"] / "state.json").exists()})
             for entry in plan["entries"]:
@@ -52,9 +54,12 @@ def run_report(stages, out: str | Path, clock: Clock, device, plan_minutes: floa
                     states[entry["name"]] = {"name": entry["name"], "status": "skipped", "reason": entry["reason"]}
                     continue
                 spec = by_name[entry["name"]]
+                clock.log(f"{spec.name}: running")
                 states[spec.name] = RUNNERS[spec.kind](spec, entry, materials, clock, out / spec.name,
                                                        call["call"], amp)
                 save()
+                clock.log(f"{spec.name}: {states[spec.name]['status']}, "
+                          f"{states[spec.name].get('iterations_done', '-')} iterations")
                 if states[spec.name]["status"] != "done":
                     call["stopped"] = f"deadline: {spec.name} left for the next call"
                     break

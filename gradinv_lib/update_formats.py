@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 
 import torch
 from torch import Tensor
@@ -28,7 +29,8 @@ from torch import Tensor
 from .client import FORMAT_TAG, ClientUpdate, check_update_fits, load_update, trainable_parameters
 from .errors import InputError, MissingAssetError
 from .fedavg import check_local_training
-from .metrics import penultimate_features
+from .models.weights import unwrap_state_dict
+from .update_checks import check_bn_pairs, check_orientation, check_plausible
 
 FORMATS = ("gradinv", "gradients", "weights", "delta")
 # ||file - global|| / ||file||: auto-detection calls a file local weights below 1. Measured on
@@ -42,12 +44,29 @@ TO_GRADIENTS = {"gradients": lambda v, w, lr: v, "weights": lambda v, w, lr: (w 
 
 
 # ----------------------------------------------------------------------------- reading files
+HALF = (torch.float16, torch.bfloat16)
+# what a file of each kind starts with: a zip archive (.npz, torch.save), or a pickle (old torch.save)
+MAGIC = {"numpy .npz": (b"PK",), "torch.load": (b"PK", b"\x80")}
+
+
+def _not_readable(path: str, role: str, kind: str, why: str) -> InputError:
+    what = "a gradinv client update or tensor file" if role == "client update" else f"a {role} file"
+    return InputError(f"not {what}: {path}: {why}")
+
+
 def _load_file(path: str, role: str):
-    """A file's payload: a dict (name -> tensor, or gradinv's tagged dict) or a list of tensors."""
+    """A file's payload: a dict (name -> tensor, or gradinv's tagged dict) or a list of tensors.
+    Pickled objects are never unpickled (``weights_only=True``, ``allow_pickle=False``)."""
     if not os.path.isfile(path):
         raise MissingAssetError(f"{role} file not found: expected a file at {path}")
     kind = "numpy .npz" if path.endswith(".npz") else (
         "safetensors" if path.endswith(".safetensors") else "torch.load")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if kind in MAGIC and not head.startswith(MAGIC[kind]):
+        raise _not_readable(path, role, kind, f"expected a {kind} file (a zip archive"
+                            f"{'' if kind == 'numpy .npz' else ' or a pickle'}), found "
+                            f"{'an empty file' if not head else 'other content (text?)'}")
     try:
         if kind == "numpy .npz":
             import numpy as np
@@ -60,10 +79,19 @@ def _load_file(path: str, role: str):
             return load_file(path, device="cpu")
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled objects...
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        what = "a gradinv client update or tensor file" if role == "client update" else f"a {role} file"
-        raise InputError(f"not {what}: {path}: cannot be read by {kind} ({type(exc).__name__}: "
-                         f"{detail})") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found or "allow_pickle" in str(exc):
+            what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
+            raise _not_readable(path, role, kind, f"it holds {what} (a whole nn.Module?), which is "
+                                "never unpickled since it can run code: save model.state_dict() "
+                                "(or the weights as a list of arrays)") from None
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+        if "Weights only load failed" in str(exc):  # torch's advice to unpickle: not for us
+            detail = ["not a file of tensors (corrupt or truncated?)"]
+        raise _not_readable(path, role, kind, f"cannot be read by {kind} ({type(exc).__name__}"
+                            f"{': ' + detail[0][:200] if detail else ''})") from None
+    if isinstance(payload, dict) and not _is_tagged(payload):
+        payload = unwrap_state_dict(payload, prefix="module.")  # {'state_dict': ...}, DataParallel
     return list(payload) if isinstance(payload, (list, tuple)) else payload
 
 
@@ -147,57 +175,28 @@ def _named_tensors(payload, model, path: str) -> dict[str, Tensor]:
     return out
 
 
-def load_global_weights(model, path) -> None:
+def load_global_weights(model, path) -> dict[str, Tensor]:
     """Set ``model`` (in place) to the global weights in ``path`` (any :func:`read_tensors` file):
-    the attack must run at the weights the client started from."""
+    the attack must run at the weights the client started from. Returns the file's tensors."""
     tensors = read_tensors(path, model, role="global weights")
     reference = model.state_dict(keep_vars=True)
     with torch.no_grad():
         for name, t in tensors.items():
             reference[name].copy_(t.to(reference[name].dtype))
     model.weights_source = f"global weights {os.fspath(path)}"
+    return tensors
 
 
-# ----------------------------------------------------------------------------- plausibility
-def _features_nonnegative(model, image_shape) -> bool:
-    """Whether the final layer's inputs are >= 0 (ReLU/sigmoid networks), on two random images."""
-    return bool((penultimate_features(model, torch.rand(2, *image_shape)) >= 0).all())
-
-
-def check_plausible(update: ClientUpdate, model, source: str, slack: float = 0.0) -> None:
-    """Raise InputError where the final layer's gradient cannot come from a mean cross-entropy
-    over ``update.local_steps`` SGD steps: a wrong scale or a flipped sign.
-
-    Scale: one step's bias gradient db = mean_i (p_i - onehot(y_i)) has L1 norm <= 2, so the sum
-    over K steps has ||db||_1 <= 2K (plus ``slack``, the rounding of weights in the file); far
-    above it means lr too small, a delta not divided by lr, a summed loss or momentum.
-    Sign: an absent class n has db_n = mean_i p_in > 0 whatever the features, so a correct db has
-    at most B (batch size) negative entries, and a sign-flipped one at least N - B. Refused only
-    when 2B < N, where the two cannot be confused. Without a bias, the rows of dW play that part
-    when the penultimate features are nonnegative (absent classes' rows are p_n o >= 0).
-    Both hold step by step, so for FedAvg too; rounding w - lr g never changes the sign.
-    """
-    layer, k, n, b = model.final_layer_name, update.local_steps, model.num_classes, update.batch_size
-    db, dW = update.gradients.get(f"{layer}.bias"), update.gradients[f"{layer}.weight"]
-    if db is not None:
-        l1 = db.double().abs().sum().item()
-        if l1 > 2 * k * 1.01 + slack:
-            raise InputError(
-                f"{source}: gradient {layer + '.bias'!r}: expected the L1 norm of {k} mean cross-"
-                f"entropy step(s) to be at most {2 * k}, found {l1:.4g}: is the client's learning "
-                f"rate right (lr={update.lr}), and the global weights? (a delta not divided by lr, a summed "
-                "loss or momentum do this too; checks=False or --no-update-checks skips the check)")
-        negative, what = int((db < 0).sum()), f"gradient {layer + '.bias'!r} is negative for"
-    elif _features_nonnegative(model, update.image_shape):
-        negative = int((dW < 0).any(dim=1).sum())
-        what = f"gradient {layer + '.weight'!r} has negative entries for"
-    else:
-        return
-    if 2 * b < n and negative >= n - b:
-        raise InputError(
-            f"{source}: {what} {negative} of {n} classes, expected at most {b} (the "
-            "batch's classes): the sign looks flipped: a delta read as weights or gradients, or "
-            "global and local weights swapped? (--format; --no-update-checks skips the check)")
+def _refuse_half(tensors: dict, start: dict, reference: dict, path: str) -> None:
+    """Weights in float16/bfloat16 cannot give gradients: (w - v) / lr loses every step smaller
+    than the rounding (eps 1e-3 of a weight: BN weights of 1 read as unchanged)."""
+    for role, files in (("", tensors), ("global weights ", start)):
+        half = next((n for n in reference if n in files and files[n].dtype in HALF), None)
+        if half is not None:
+            raise InputError(f"{path}: {role}{half.removeprefix('body.')!r} is {files[half].dtype}: "
+                             "local weights rounded to half precision lose the SGD step ((global - "
+                             "local) / lr); send float32 weights, or the delta or gradients (read "
+                             "exactly in any precision)")
 
 
 # ----------------------------------------------------------------------------- read_update
@@ -236,14 +235,13 @@ def read_update(path, model, format: str | None = None, *, global_weights=None,
     is required for weights and deltas, and for K > 1. ``batch_size`` (the label count) is
     required. A gradinv file records all four (values given must agree), ``image_shape`` and
     ``bn_mode``, which otherwise default to (3, S, S) with S = ``model.input_size``, and "train".
-    ``checks``: :func:`check_plausible` (scale and sign) of the other formats. Only gradinv files
+    ``checks``: :func:`update_checks.check_plausible` (zero, scale, sign, batch size) of the other formats. Only gradinv files
     carry BN statistics; other updates leave ``bn_stats`` empty (BN_exact is unavailable).
     """
     path = os.fspath(path)
     if format not in (None, "auto", *FORMATS):
         raise InputError(f"format: expected auto or one of {', '.join(FORMATS)}, found {format!r}")
-    if global_weights is not None:
-        load_global_weights(model, global_weights)
+    start = {} if global_weights is None else load_global_weights(model, global_weights)
     payload = _load_file(path, "client update")
     if format == "gradinv" or (format in (None, "auto") and _is_tagged(payload)):
         return _tagged(path, {"batch_size": batch_size, "lr": lr, "local_steps": local_steps,
@@ -269,6 +267,10 @@ def read_update(path, model, format: str | None = None, *, global_weights=None,
     if format != "gradients" and lr is None:
         raise InputError(f"{path}: lr: a {format} update needs the client's learning rate "
                          "(lr=, --client-lr), found none")
+    if format == "weights":
+        _refuse_half(tensors, start, reference, path)
+        if checks:
+            check_bn_pairs(values, reference, model, path)
     grads = {n: TO_GRADIENTS[format](v, reference[n], lr) for n, v in values.items()}
     params = trainable_parameters(model)
     update = ClientUpdate(
@@ -284,5 +286,7 @@ def read_update(path, model, format: str | None = None, *, global_weights=None,
             local = reference[bias] - lr * grads[bias]
             slack = (local_steps * torch.finfo(tensors[bias].dtype).eps
                      * float(reference[bias].abs().sum() + local.abs().sum()) / lr)
+        if format == "weights":
+            check_orientation(update, values, model, path)
         check_plausible(update, model, path, slack)
     return update

@@ -95,8 +95,17 @@ def malformed(client, case):
         (folder / "bad.safetensors").write_bytes(b"\x00" * 16)
         return folder / "bad.safetensors", extra, "cannot be read by safetensors"
     if case == "not tensors":
-        torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+        torch.save({"fc.weight": [0.0, 1.0]}, path)  # (a nested {'state_dict': ...} is read)
         return path, extra, "nor a name -> tensor mapping or a list of tensors"
+    if case == "pickled module":  # issue 21 item 6: no raw torch message, a hint instead
+        torch.save(torch.nn.Linear(2, 2), path)
+        return path, extra, "holds a pickled torch.nn.modules.linear.Linear (a whole nn.Module?), which is never unpickled"
+    if case == "text npz":
+        (folder / "text.npz").write_text("fc.weight 0.1 0.2\n")
+        return folder / "text.npz", extra, "expected a numpy .npz file (a zip archive), found other content (text?)"
+    if case == "text pt":
+        (folder / "text.pt").write_text("fc.weight 0.1 0.2\n")
+        return folder / "text.pt", extra, "expected a torch.load file (a zip archive or a pickle), found other content"
     if case == "missing file":
         return folder / "absent.pt", extra, "client update file not found"
     if case == "missing global weights":
@@ -111,7 +120,8 @@ def malformed(client, case):
 
 CASES = ["unknown name", "missing parameter", "wrong shape", "npz order", "npz length", "missing lr",
          "missing batch size", "nan", "flipped sign", "wrong scale", "weights read as delta",
-         "unreadable", "unreadable npz", "unreadable safetensors", "not tensors", "missing file",
+         "unreadable", "unreadable npz", "unreadable safetensors", "not tensors", "pickled module",
+         "text npz", "text pt", "missing file",
          "missing global weights", "unknown format", "bn exact without statistics"]
 
 
@@ -127,3 +137,12 @@ def test_update_options_without_update_are_refused(capsys, tmp_path):
     code = main(["invert", *MODEL, "--global-weights", "g.npz", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--global-weights reads a saved --update FILE" in err[0]
+
+
+def test_nested_state_dict_is_read_as_the_weights_loader_reads_it(client, tmp_path, capsys):
+    """{'state_dict': ..., 'epoch': ...} with DataParallel's 'module.' prefix: read, not refused."""
+    folder, grads, _, _ = client
+    torch.save({"state_dict": {f"module.{n}": g for n, g in grads.items()}, "epoch": 3}, folder / "nested.pt")
+    code, err = run(capsys, tmp_path, folder / "nested.pt", "--batch-size", "4")
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["labels"]["recovered"] == LABELS.tolist()

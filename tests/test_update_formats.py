@@ -14,7 +14,8 @@ from gradinv_lib.config import InversionConfig
 from gradinv_lib.errors import InputError
 from gradinv_lib.labels import recover_labels_from_update
 from gradinv_lib.profiles import build_for_dataset
-from gradinv_lib.update_formats import check_plausible, read_update
+from gradinv_lib.update_checks import check_plausible
+from gradinv_lib.update_formats import read_update
 
 LR = 0.1
 LABELS = torch.tensor([1, 3, 5, 8])

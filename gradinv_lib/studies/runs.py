@@ -110,7 +110,7 @@ def _pool_features(ctx: StudyContext, data, resolution: int) -> torch.Tensor | N
     path = ctx.out / f"pool_lite0_features_{resolution}px.pt"
     side = lite0_input_side(resolution)   # features of another input side are not these
     if path.exists():
-        cached = torch.load(path, weights_only=False)
+        cached = torch.load(path, weights_only=True)  # a planted pickle is refused, never run
         if cached.get("ids") == list(data.ids) and cached.get("lite0_side") == side:
             return cached["features"]
     try:

@@ -112,7 +112,7 @@ def _with_adam(loop: InversionLoop, **options) -> InversionLoop:
     return loop
 
 
-def adam_identity(make_loop, steps: int = 5) -> dict:
+def adam_identity(make_loop, steps: int = 3) -> dict:
     """Images after ``steps`` iterations from the same start with Adam as the loop builds it and
     with ``foreach=True`` / ``fused=True``: bit-identical, or the largest difference."""
     reference = make_loop()
@@ -221,7 +221,7 @@ def bench_with_profile(model_name: str, resolution: int, batch_size: int, seeds:
     for g in sorted({1, seeds}):
         seeded = config.replace(seeds=g, group="registered" if g > 1 else "none")
         out["profiles"][f"{g} seed(s)"] = profile_loop(model, update, labels, shape, seeded, device,
-                                                       repeats=repeats + 2)
+                                                       repeats=repeats)
     out["settings"] = {"model": model_name, "resolution": resolution, "batch_size": batch_size,
                        "seeds": seeds, "amp": amp, "channels_last": channels_last, "repeats": repeats}
     return out

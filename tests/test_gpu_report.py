@@ -19,6 +19,7 @@ from gradinv_lib.gpu_report.attack_stage import DeadlineGuard, StageStop
 from gradinv_lib.gpu_report.budget import Clock, OutOfTime
 from gradinv_lib.gpu_report.plan import allot
 from gradinv_lib.gpu_report.stages import DEFAULT_STAGES, parse_stage_overrides
+from threads import one_thread  # noqa: F401  (a fixture)
 
 TINY = ["--stage", "cnn:model=lenet_bn,weights=random,batch=2,seeds=2,min_iterations=10,max_iterations=2000",
         "--stage", "lite0_b1:model=lenet_bn,weights=random,resolution=32,min_iterations=5",
@@ -100,14 +101,6 @@ def test_guard_stops_before_a_chunk_would_pass_the_deadline():
 
 
 # ----------------------------------------------------------------------------- two calls
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _call(out, export, minutes, *extra):
     return main(["gpu-report", "--device", "cpu", "--minutes", str(minutes), "--since", str(time.time()),
                  "--margin-s", "3", "--out", str(out), "--export", str(export), "--json", *extra, *TINY])

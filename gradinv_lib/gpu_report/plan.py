@@ -18,10 +18,11 @@ from ..io import provenance, write_json_atomic
 from . import attack_stage
 from .stages import StageSpec
 
-# bench stage: predicted seconds = BENCH_FIXED_S + passes of one seed and of G seeds (counted from
-# bench_case and bench_profile at 3 repeats: warm-up + repeats rounds of each variant, the
-# profile's steps, the Adam comparison, FLOP counting and peak memory; setup counted as passes)
-BENCH_FIXED_S, BENCH_ONE_SEED_PASSES, BENCH_BATCHED_PASSES = 10.0, 90, 45
+# bench stage: predicted seconds = BENCH_FIXED_S + loop passes of one seed and of G seeds, counted
+# in bench_case and bench_with_profile at 3 repeats (warm-up + 3 rounds of each timed variant, the
+# profile's 7 steps, 3 Adam comparisons of 3 steps, FLOP counting, peak memory): about 82 and 51,
+# rounded up for the setup
+BENCH_FIXED_S, BENCH_ONE_SEED_PASSES, BENCH_BATCHED_PASSES = 10.0, 90, 55
 
 
 def probe_bench(spec: StageSpec, materials, amp: bool) -> dict:

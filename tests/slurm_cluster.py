@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -101,6 +102,11 @@ class Cluster:
         return left
 
     def stop(self) -> None:
+        """Cancel what is left and wait for the queue to drain (a job step outlives a stopped
+        slurmd), then stop the daemons by their PIDs."""
+        if len(self.daemons) == 3:
+            self.command("scancel", "--user", str(os.geteuid()))
+            self.wait_until_empty(60)
         for daemon in reversed(self.daemons):
             daemon.terminate()
         for daemon in reversed(self.daemons):
@@ -110,6 +116,24 @@ class Cluster:
                 daemon.kill()
                 daemon.wait()
         self.daemons.clear()
+        for pid in self.leftovers():   # job steps still being killed when slurmd stopped
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def leftovers(self) -> list[int]:
+        """PIDs of the processes this cluster started (their environment names its SLURM_CONF)."""
+        marker = f"SLURM_CONF={self.env['SLURM_CONF']}".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int(entry.name) != os.getpid() and \
+                        marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+        return pids
 
 
 def start(folder: Path, cpus: int = 2, timeout_s: float = 60) -> Cluster:

@@ -7,6 +7,7 @@ points they deserve (the sum rule handed in as the min rule, a squared distance 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import nbformat
@@ -136,7 +137,6 @@ def test_autograde_gives_the_expected_points(tmp_path, capsys):
     out = tmp_path / "grades"
     args = ["course", "grade", str(tmp_path / "in"), "--out", str(out), "--json"]
     assert main(args + sum((["--assignment", n] for n in names), [])) == 0
-    import json
     rows = {(r["student"], r["assignment"]): r for r in json.loads(capsys.readouterr().out)}
     for name in names:
         tests = {k: v for k, v in points(_read("source", name)).items() if "_test_" in k}
@@ -145,3 +145,25 @@ def test_autograde_gives_the_expected_points(tmp_path, capsys):
         assert set(rows["bob", name]["failed"]) == WRONG[name][3]
         assert rows["bob", name]["auto_points"] == sum(v for k, v in tests.items() if k not in WRONG[name][3])
     assert (out / "grades.csv").exists() and len(list((out / "autograded").glob("*/*/*.ipynb"))) == 4
+
+
+def test_lab_widget_reruns_the_students_attack():
+    """The lab's sliders feed the student's own defence and attack; a press of "Attack" reruns them."""
+    pytest.importorskip("ipywidgets")
+    from gradinv_lib.course.widgets import leakage_lab
+    from gradinv_lib.defences import prune_gradients
+    seen = {"images": set(), "keep": set()}
+
+    def objective(grads, targets, images):
+        seen["images"].add(images.shape[0])
+        return sum((g - t).norm() for g, t in zip(grads, targets))
+
+    def prune(gradients, keep):
+        seen["keep"].add(round(keep, 6))
+        return prune_gradients(gradients, keep)
+
+    view = leakage_lab(objective, prune, iterations=2)
+    size, keep, button = view.children[0].children
+    size.value, keep.value = 2, 0.1
+    button.click()
+    assert seen == {"images": {2}, "keep": {0.1}}

@@ -53,7 +53,7 @@ def _ok(result: dict, what: str) -> None:
 
 
 def _assignments(source: Path, only) -> list[str]:
-    names = [a for a in (only or ASSIGNMENTS)]
+    names = list(only or ASSIGNMENTS)
     missing = [a for a in names if not (source / a).is_dir()]
     if missing:
         raise MissingAssetError(f"expected the source notebooks of {missing} in {source}; found "
@@ -124,7 +124,7 @@ def grade(submissions: str | Path, out: str | Path | None = None, source: str | 
     rows = []
     with tempfile.TemporaryDirectory(prefix="gradinv-course-") as tmp:
         root = Path(tmp)
-        api = _generate(root, source, sorted({a for a in sum(handed_in.values(), [])}), timeout)
+        api = _generate(root, source, sorted(set(sum(handed_in.values(), []))), timeout)
         for student, names_in in handed_in.items():
             for name in names_in:
                 shutil.copytree(Path(submissions) / student / name, root / "submitted" / student / name)

@@ -42,6 +42,14 @@ def cells():
         bench = LabelBench(resolution=RESOLUTION)        # pretrained Lite0 features of the pool, once
         labels, dW = bench.batch(8, seed=SEED)           # one batch: its true labels and dW of the last layer
         print("true labels:", labels.sort().values.tolist(), "| dW:", tuple(dW.shape))
+
+
+        def check_rule(rule, name, cases):
+            \"\"\"Assert that `rule` returns the library's labels (rule `name`) on batches (size, seed).\"\"\"
+            for size, seed in cases:
+                _, grad = bench.batch(size, seed=seed)
+                assert torch.equal(torch.as_tensor(rule(grad, size)).long().cpu(), recover_labels(grad, size, name)), \\
+                    f"{name} rule differs from the library at batch {size}, seed {seed}"
         """),
         markdown("a1_rules_text", """
         ## 1. The two rules
@@ -70,28 +78,18 @@ def cells():
         tests("a1_test_sum_rule", """
         toy = torch.tensor([[-1.0, 5.0], [-0.5, -0.5], [0.2, 0.3]])
         assert torch.as_tensor(sum_rule(toy, 1)).tolist() == [1], "the sum rule adds up each row"
-        for size, seed in [(8, 0), (32, 1)]:
-            _, grad = bench.batch(size, seed=seed)
-            assert torch.equal(torch.as_tensor(sum_rule(grad, size)).long().cpu(), recover_labels(grad, size, "sum")), \\
-                f"sum rule differs from the reference at batch {size}, seed {seed}"
+        check_rule(sum_rule, "sum", [(8, 0), (32, 1)])
         ### BEGIN HIDDEN TESTS
-        for size, seed in [(16, 101), (64, 102), (96, 103)]:
-            _, grad = bench.batch(size, seed=seed)
-            assert torch.equal(torch.as_tensor(sum_rule(grad, size)).long().cpu(), recover_labels(grad, size, "sum"))
+        check_rule(sum_rule, "sum", [(16, 101), (64, 102), (96, 103)])
         ### END HIDDEN TESTS
         """, points=2),
         tests("a1_test_min_rule", """
         toy = torch.tensor([[-1.0, 5.0], [-0.5, -0.5], [0.2, 0.3]])
         assert torch.as_tensor(min_rule(toy, 1)).tolist() == [0], "the min rule looks at each row's smallest entry"
         assert torch.as_tensor(min_rule(toy, 2)).tolist() == [0, 1], "return the classes sorted ascending"
-        for size, seed in [(8, 0), (32, 1)]:
-            _, grad = bench.batch(size, seed=seed)
-            assert torch.equal(torch.as_tensor(min_rule(grad, size)).long().cpu(), recover_labels(grad, size, "min")), \\
-                f"min rule differs from the reference at batch {size}, seed {seed}"
+        check_rule(min_rule, "min", [(8, 0), (32, 1)])
         ### BEGIN HIDDEN TESTS
-        for size, seed in [(16, 201), (64, 202), (96, 203)]:
-            _, grad = bench.batch(size, seed=seed)
-            assert torch.equal(torch.as_tensor(min_rule(grad, size)).long().cpu(), recover_labels(grad, size, "min"))
+        check_rule(min_rule, "min", [(16, 201), (64, 202), (96, 203)])
         ### END HIDDEN TESTS
         """, points=3),
         markdown("a1_measure_text", """

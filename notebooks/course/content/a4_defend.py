@@ -123,23 +123,23 @@ def cells():
         each scored against the mean-colour reference, with the utility each defence leaves.
         """),
         provided("a4_attack", """
-        defended = {"none": update,
-                    f"prune keep={KEEP}": with_gradients(update, lambda g: prune(g, KEEP)),
-                    f"noise sigma={SIGMA}": with_gradients(update, lambda g: add_noise(g, SIGMA, SEED))}
+        DEFENCES = {"none": lambda g: g, f"prune keep={KEEP}": lambda g: prune(g, KEEP),
+                    f"noise sigma={SIGMA}": lambda g: add_noise(g, SIGMA, SEED)}
 
 
         @functools.lru_cache(maxsize=None)
         def results(name):
-            \"\"\"Your attack on one defended update, scored, with its utility (computed once).\"\"\"
-            out = score(invert(objective, defended[name], iterations=ITERATIONS, seed=SEED), batch)
-            return {**out, "utility": update_cosine(defended[name], update)}
+            \"\"\"Your attack on the update your defence `name` sent, scored, with its utility (computed once).\"\"\"
+            defended = with_gradients(update, DEFENCES[name])
+            out = score(invert(objective, defended, iterations=ITERATIONS, seed=SEED), batch)
+            return {**out, "utility": update_cosine(defended, update)}
 
 
-        for name in defended:
+        for name in DEFENCES:
             s = results(name)
             print(f"{name:18s} PSNR {s['psnr']:5.2f} dB (mean colour {s['mean_colour_psnr']:.2f}), "
                   f"identified {s['identified']}/{s['batch_size']}, utility cosine {s['utility']:.3f}")
-        image_grid({"original": results("none")["originals"], **{n: results(n)["reconstruction"] for n in defended}})
+        image_grid({"original": results("none")["originals"], **{n: results(n)["reconstruction"] for n in DEFENCES}})
         plt.show()
         """),
         tests("a4_test_defended", """

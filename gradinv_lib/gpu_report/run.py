@@ -34,6 +34,9 @@ def run_report(stages, out: str | Path, clock: Clock, device, plan_minutes: floa
     started = time.monotonic()
 
     def save():
+        if plan is not None:  # what the stages wrote, also those a signal stopped
+            states.update({e["name"]: read_json(out / e["name"] / "state.json", None) for e in plan["entries"]
+                           if (out / e["name"] / "state.json").exists()})
         call["wall_s"] = clock.elapsed()
         call["stages_s"] = time.monotonic() - started
         report = write_report(out, plan, calls, states, provenance(materials.device))
@@ -47,8 +50,6 @@ def run_report(stages, out: str | Path, clock: Clock, device, plan_minutes: floa
                                                           plan_minutes or clock.limit_s / 60, amp)
             clock.log(("planned: " if call["planned_here"] else "plan kept: ") + "; ".join(
                 f"{e['name']} {e.get('iterations', '')} {e['status']}".replace("  ", " ") for e in plan["entries"]))
-            states.update({e["name"]: read_json(out / e["name"] / "state.json", None) for e in plan["entries"]
-                           if (out / e["name"] / "state.json").exists()})
             for entry in plan["entries"]:
                 if entry["status"] == "skipped":
                     states[entry["name"]] = {"name": entry["name"], "status": "skipped", "reason": entry["reason"]}
@@ -64,7 +65,7 @@ def run_report(stages, out: str | Path, clock: Clock, device, plan_minutes: floa
                     call["stopped"] = f"deadline: {spec.name} left for the next call"
                     break
         except InversionInterrupted as exc:
-            call["stopped"] = f"signal: {exc}"
+            call["stopped"] = f"signal: checkpointed at iteration {exc.iteration}"
         except OutOfTime as exc:
             call["stopped"] = f"out of time: {exc}"
     return save()

@@ -209,3 +209,24 @@ def test_export_packs_results_and_the_checkpoints_still_needed(tmp_path):
         assert tar.getnames() == ["gpu/left/checkpoint/checkpoint.pt"]
         unpacked = tar.extractfile("gpu/left/checkpoint/checkpoint.pt").read()
     assert unpacked == (out / "left" / "checkpoint" / "checkpoint.pt").read_bytes()
+
+
+def test_a_stage_stops_at_a_chunk_end_before_the_deadline_and_resumes(tmp_path, one_thread):
+    """The soft deadline, deterministically: a clock already past it stops the stage at its first
+    chunk's end (checkpointed); a later run continues from there to the planned iterations."""
+    from types import SimpleNamespace
+
+    from gradinv_lib.gpu_report.attack_stage import run_stage
+    from gradinv_lib.gpu_report.materials import Materials
+
+    spec = parse_stage_overrides(["cnn:model=lenet_bn,weights=random,batch=2,seeds=2"])[0]
+    entry = {"iterations": 12, "every": 4, "per_iteration_s": 0.01, "overhead_s": 0.0}
+    materials = Materials("cpu")
+    late = SimpleNamespace(deadline=time.monotonic())
+    state = run_stage(spec, entry, materials, late, tmp_path, call=1, amp=False)
+    assert state["status"] == "interrupted" and state["iterations_done"] == 4
+    assert not (tmp_path / "result.json").exists()
+    state = run_stage(spec, entry, materials, SimpleNamespace(deadline=time.monotonic() + 600), tmp_path,
+                      call=2, amp=False)
+    assert state["status"] == "done" and [(s["from"], s["to"]) for s in state["segments"]] == [(0, 4), (4, 12)]
+    assert json.loads((tmp_path / "result.json").read_text())["resumed_from"] == 4

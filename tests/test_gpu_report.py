@@ -22,7 +22,7 @@ from gradinv_lib.gpu_report.plan import allot
 from gradinv_lib.gpu_report.stages import DEFAULT_STAGES, parse_stage_overrides
 from threads import one_thread  # noqa: F401  (a fixture)
 
-TINY = ["--stage", "cnn:model=lenet_bn,weights=random,batch=2,seeds=2,min_iterations=10,max_iterations=2000",
+TINY = ["--stage", "cnn:model=lenet_bn,weights=random,batch=2,seeds=2,min_iterations=10,max_iterations=2000,profile=quick",
         "--stage", "lite0_b1:model=lenet_bn,weights=random,resolution=32,min_iterations=5",
         "--stage", "lite0_b8:off",
         "--stage", "bench:model=lenet_bn,resolution=32,batch=2,seeds=2"]
@@ -219,7 +219,7 @@ def test_a_stage_stops_at_a_chunk_end_before_the_deadline_and_resumes(tmp_path, 
     from gradinv_lib.gpu_report.attack_stage import run_stage
     from gradinv_lib.gpu_report.materials import Materials
 
-    spec = parse_stage_overrides(["cnn:model=lenet_bn,weights=random,batch=2,seeds=2"])[0]
+    spec = parse_stage_overrides(["cnn:model=lenet_bn,weights=random,batch=2,seeds=2,profile="])[0]
     entry = {"iterations": 12, "every": 4, "per_iteration_s": 0.01, "overhead_s": 0.0}
     materials = Materials("cpu")
     late = SimpleNamespace(deadline=time.monotonic())

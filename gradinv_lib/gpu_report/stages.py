@@ -17,7 +17,9 @@ class StageSpec:
 
     ``max_iterations``/``min_iterations``: what an attack stage wants and the least that is worth
     running (fewer: the stage is skipped); ``share``: the largest fraction of the call's time it
-    may take. Lower ``priority`` numbers get their time first."""
+    may take. Lower ``priority`` numbers get their time first. ``profile``: the run profile whose
+    attack setting (distance, weights, lr, warm-up) an attack stage takes ("": the balanced
+    defaults); the plan sets its length, seeds and schedules."""
 
     name: str
     kind: str
@@ -31,6 +33,7 @@ class StageSpec:
     max_iterations: int = 20_000
     min_iterations: int = 100
     share: float = 1.0
+    profile: str = ""
 
     def __post_init__(self):
         if self.kind not in ("attack", "bench"):
@@ -49,7 +52,7 @@ class StageSpec:
 DEFAULT_STAGES = (
     # 1. the trained network at its own resolution: what the CPU budget cannot show
     StageSpec("cnn", "attack", 1, "cifar10_cnn", "default", "cifar10", 32, 8, 8,
-              max_iterations=6000, min_iterations=1000, share=0.5),
+              max_iterations=6000, min_iterations=1000, share=0.5, profile="gpu_cifar10"),
     # 2. the pretrained ImageNet network at 224 px; one seed each, so that the minutes left buy
     #    hundreds of iterations rather than tens (8 seeds cost 8x an iteration)
     StageSpec("lite0_b1", "attack", 2, "efficientnet_lite0", "default", "pool", 224, 1, 1),
@@ -88,12 +91,15 @@ def parse_stage_overrides(texts: list[str], stages=DEFAULT_STAGES) -> tuple[Stag
 
 
 def attack_config(spec: StageSpec, iterations: int, every: int, amp: bool, seed: int) -> InversionConfig:
-    """The stage's attack: the balanced full method (eqs. 1-12) for ``iterations``, registered
-    consensus with several seeds, checkpoints and progress every ``every`` iterations.
-
-    Schedules scale with the run: warm-up min(50, 5%) iterations, registration every
-    min(100, 2.5%) iterations after the first quarter (the paper: 100 of 20K after 5K)."""
-    return InversionConfig(
+    """The stage's attack: the full method (eqs. 1-12) in the setting of ``spec.profile`` (else
+    the balanced defaults, warm-up min(50, 5%) iterations) for ``iterations``, registered
+    consensus with several seeds, checkpoints and progress every ``every`` iterations;
+    registration every min(100, 2.5%) iterations after the first quarter (the paper: 100 of 20K
+    after 5K)."""
+    from ..profiles import get_profile
+    base = (get_profile(spec.profile).config if spec.profile
+            else InversionConfig(warmup=min(50, max(1, iterations // 20))))
+    return base.replace(
         iterations=iterations, seeds=spec.seeds, group="registered" if spec.seeds > 1 else "none",
-        warmup=min(50, max(1, iterations // 20)), register_every=min(100, max(1, iterations // 40)),
-        amp=amp, seed=seed, log_every=every, checkpoint_every=every)
+        register_every=min(100, max(1, iterations // 40)), amp=amp, seed=seed, log_every=every,
+        checkpoint_every=every)

@@ -13,7 +13,7 @@ from gradinv_lib.errors import MissingAssetError
 
 FOOLBOX_PIN = "foolbox==3.3.4"
 _NAME = re.compile(r"^(?P<set>[A-Za-z0-9]+)_(?P<index>\d+)_(?P<label>\d+)\.(?:jpg|png)$")
-EXPECTED_COUNT = {"imagenet": 20, "cifar10": 20}
+EXPECTED_COUNT = {"imagenet": 20, "cifar10": 20, "cifar100": 20}
 
 
 def foolbox_data_dir() -> Path:
@@ -61,13 +61,23 @@ def embedded_imagenet(resolution: int = 224) -> LabelledImages:
     )
 
 
-def embedded_cifar10() -> LabelledImages:
-    """foolbox's 20 CIFAR-10 test images at their native 32x32."""
-    files = embedded_files("cifar10")
+def _embedded_32px(kind: str, what: str) -> LabelledImages:
+    files = embedded_files(kind)
     return stack_labelled(
         [to_tensor01(load_rgb(p)) for p, _ in files],
         [label for _, label in files],
         [p.name for p, _ in files],
         [False] * len(files),
-        source="foolbox CIFAR-10 test images (ground-truth labels)",
+        source=f"foolbox {what} test images (ground-truth labels)",
     )
+
+
+def embedded_cifar10() -> LabelledImages:
+    """foolbox's 20 CIFAR-10 test images at their native 32x32."""
+    return _embedded_32px("cifar10", "CIFAR-10")
+
+
+def embedded_cifar100() -> LabelledImages:
+    """foolbox's 20 CIFAR-100 test images at their native 32x32 (labels are CIFAR-100 classes:
+    a gallery for identification, never a CIFAR-10 network's batch)."""
+    return _embedded_32px("cifar100", "CIFAR-100")

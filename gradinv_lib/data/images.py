@@ -132,3 +132,12 @@ def stack_labelled(tensors, labels, ids, pseudo, source: str) -> LabelledImages:
         raise InputError(f"expected at least one image for {source}, found none")
     return LabelledImages(torch.stack(tensors), torch.tensor(labels, dtype=torch.long), ids,
                           torch.tensor(pseudo, dtype=torch.bool), source)
+
+
+def concat_labelled(parts, source: str) -> LabelledImages:
+    """Several LabelledImages of one resolution as one (images, labels, ids and pseudo flags in order)."""
+    sides = {tuple(p.images.shape[1:]) for p in parts}
+    if len(sides) != 1:
+        raise InputError(f"expected image sets of one shape to concatenate, found {sorted(sides)}")
+    return LabelledImages(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
+                          [i for p in parts for i in p.ids], torch.cat([p.pseudo for p in parts]), source)

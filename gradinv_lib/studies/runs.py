@@ -90,18 +90,21 @@ def run_key(method: str, config, model: str, weights: str, bn_mode: str, batch_i
 
 # ----------------------------------------------------------------------------- identification
 def pool_gallery(ctx: StudyContext, resolution: int) -> dict:
-    """The whole pool as the identification gallery, once per process and resolution: pixels,
+    """The identification gallery (the whole pool; for CIFAR-10 every real 32 px image on hand,
+    ``profiles.identification_gallery``), once per process, data set and resolution: pixels,
     pretrained-Lite0 features, source-photo groups (None outside the embedded pool)."""
-    if resolution not in _GALLERY:
-        data = ctx.dataset(resolution)
+    key = (ctx.profile.dataset, resolution)
+    if key not in _GALLERY:
+        from ..profiles import identification_gallery
+        data = identification_gallery(ctx.profile.dataset, ctx.dataset(resolution))
         try:
             groups = pool_source_groups(ids=data.ids)
         except (InputError, MissingAssetError, FileNotFoundError):
             groups = None
         features = _pool_features(ctx, data, resolution)
-        _GALLERY[resolution] = {"data": data, "groups": groups, "features": features,
-                                "index": {i: k for k, i in enumerate(data.ids)}}
-    return _GALLERY[resolution]
+        _GALLERY[key] = {"data": data, "groups": groups, "features": features,
+                         "index": {i: k for k, i in enumerate(data.ids)}}
+    return _GALLERY[key]
 
 
 def _pool_features(ctx: StudyContext, data, resolution: int) -> torch.Tensor | None:

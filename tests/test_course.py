@@ -125,7 +125,6 @@ def test_student_version_fails_only_at_not_implemented(name, tmp_path):
 
 
 @pytest.mark.notebooks
-@pytest.mark.filterwarnings("ignore:Object of type <Submitted")   # nbgrader's own SQLAlchemy session use
 def test_autograde_gives_the_expected_points(tmp_path, capsys):
     """nbgrader autogrades alice (right) and bob (the sum rule as the min rule, the squared
     distance as eq. 3's) through ``gradinv course grade``."""

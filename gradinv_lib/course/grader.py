@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from ..errors import GradInvError, InputError, MissingAssetError
@@ -122,7 +123,9 @@ def grade(submissions: str | Path, out: str | Path | None = None, source: str | 
     names = _assignments(source, assignments)
     handed_in = _submitted(Path(submissions), names)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="gradinv-course-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gradinv-course-") as tmp, warnings.catch_warnings():
+        # nbgrader 0.9 with SQLAlchemy 2 warns about its own session use on every submission
+        warnings.filterwarnings("ignore", message="Object of type <Submitted")
         root = Path(tmp)
         api = _generate(root, source, sorted(set(sum(handed_in.values(), []))), timeout)
         for student, names_in in handed_in.items():

@@ -12,6 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
+def class_names(labels, classes: int = 1000) -> list[str]:
+    """Readable titles for class indices: ImageNet's names (torchvision's list, shipped with it)
+    for 1000 classes, shortened to the first synonym, with the index; bare indices otherwise."""
+    labels = [int(v) for v in labels]
+    if classes != 1000:
+        return [str(v) for v in labels]
+    from torchvision.models import ResNet18_Weights   # only the metadata: nothing is downloaded
+    names = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    return [f"{names[v].split(',')[0]} ({v})" if 0 <= v < len(names) else str(v) for v in labels]
+
+
 def image_grid(rows: dict[str, torch.Tensor], column_titles=None, scale: float = 1.6):
     """A figure with one row per entry of ``rows`` (name -> (B, 3, H, W) in [0, 1])."""
     names = list(rows)

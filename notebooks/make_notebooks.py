@@ -89,6 +89,15 @@ def say(call: str) -> str:
     return f"claims(ctx, lambda: {call})"
 
 
+def explorer_cells() -> list:
+    """The closing cells of a notebook: the browser of the cached results (every notebook's)."""
+    return [new_markdown_cell("## Explore the cached results\n\nPick a notebook, a result, a row (or defence and "
+                              "strength) and a batch: its originals, by class, beside the reconstructions (cached for "
+                              "each row's first batch) and its metrics beside the row's mean ± std. Nothing is "
+                              "recomputed."),
+            new_code_cell("from gradinv_lib.widgets.explorer import explore\n\nexplore(ctx)")]
+
+
 METRIC_COLUMNS = '''{"feature_dist": "feature dist ↓", "paper_feature_dist": "paper",
            "fft2d": "FFT-2D ↓", "paper_fft2d": "paper", "psnr_registered": "PSNR registered ↑",
            "paper_psnr": "paper", "psnr": "PSNR unregistered", "lpips": "LPIPS ↓", "paper_lpips": "paper"}'''
@@ -148,6 +157,11 @@ LIVE_PREVIEW = True # ipywidgets preview while optimising (set False when run he
                           "when the reconstruction beats the reference by more than the std over the batch's "
                           "images):"),
         new_code_cell(say("study.claims(ctx)")),
+        new_markdown_cell("## Try it\n\nAttack a client of your own choosing: batch size, iterations, seeds and a "
+                          "defence (the defences of notebook 06). Press **Run** and watch the preview; the panel states "
+                          "the expected time (one to three minutes at the defaults on a 2-core CPU) and writes nothing."),
+        new_code_cell("from gradinv_lib.widgets.try_it import try_it\n\ntry_it(ctx)"),
+        *explorer_cells(),
     ],
     "01_label_recovery": [
         new_markdown_cell("""# Table 1: batch label recovery (sec. 3.2, eq. 8)
@@ -263,6 +277,7 @@ function runs the paper's comparison (ResNet-18, ResNet-50, ResNet-50 MoCo v2, f
         new_code_cell(say("study.claims(ctx, [\"table3_strength\"])")),
         new_code_cell(show(["table3_images.png"], "study.plot_image_rows(ctx, 'table3_images', "
                            "'Table 3: same batch, different networks', pdf=PDF)")),
+        *explorer_cells(),
     ],
     "03_comparison": [
         new_markdown_cell("""# Table 4 and Fig. 5: GradInversion beside prior attacks
@@ -324,6 +339,7 @@ attacks."""),
                       "                 f\"{figure5['settings']['iterations']} iterations a run.\"))\n"
                       "show_table(figure5[\"rows\"], study.display_columns(figure5[\"rows\"]))"),
         new_code_cell(show(["fig5_batch1.png"], "study.plot_fig5(ctx, pdf=PDF)")),
+        *explorer_cells(),
     ],
     "04_batch_scaling": [
         new_markdown_cell("""# Figs. 6-7: recovery versus batch size
@@ -362,6 +378,7 @@ SEEDS = None        # None: 1 seed, no group term (quick, budget); the profile's
         new_code_cell(say("study.claims(ctx)")),
         new_code_cell(show(["fig6_metrics_vs_batch.png", "fig7_grids_vs_batch.png"],
                            "[study.plot_metrics(ctx, pdf=PDF), study.plot_grids(ctx, pdf=PDF)]")),
+        *explorer_cells(),
     ],
     "05_identifiability": [
         new_markdown_cell("""# Fig. 8: Image Identifiability Precision versus batch size
@@ -409,6 +426,7 @@ SEEDS = None                # None: as Figs. 6-7 (quick: 1 seed, no group term)
                           "28% at batch 48, about twice that for the vulnerable population):"),
         new_code_cell(say("study.claims(ctx)")),
         new_code_cell(show(["fig8_iip.png"], "study.plot_iip(ctx, pdf=PDF)")),
+        *explorer_cells(),
     ],
     "06_defences": [
         new_markdown_cell("""# Defences: what protects a client against GradInversion, and at what cost
@@ -493,6 +511,7 @@ weights' drift. DP clips at the pool's median per-image norm: a clip far below e
 rescales the update, and the L2 matching of eq. 3 is not scale-free, so that alone would stop the
 attack and hide what the noise does. IIP and pixel identification search a gallery of about a
 hundred images, where identification is far easier than among ImageNet's 1.28M."""),
+        *explorer_cells(),
     ],
 }
 

@@ -10,12 +10,13 @@ scoring (``figures/README.md`` gives the notebook's wall and CPU time)."""
 
 from __future__ import annotations
 
-import io
 import time
 
 import torch
 
+from ..checkpoint import InversionInterrupted
 from ..data import sample_batch
+from ..widgets.preview import ReconstructionPreview
 from .aggregate import METRIC_NAMES, VERDICT_WORDS, direction_holds
 from .common import (StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors,
                      stopping_text)
@@ -24,54 +25,6 @@ from .tables import reference_rows
 
 BATCH_SIZE = 8
 DROWNED = 1e-2   # a term whose force is below this fraction of the largest one is drowned
-
-
-class ReconstructionPreview:
-    """A ``run_inversion`` callback: shows seed 0's batch as it optimises and keeps snapshots.
-
-    ``live=True`` draws into an ipywidgets Image (falls back to plain progress lines when
-    ipywidgets or a notebook front end is missing); snapshots are kept either way.
-    """
-
-    def __init__(self, live: bool = True, keep: int = 6):
-        self.snapshots: list[tuple[int, torch.Tensor]] = []
-        self.keep, self.widget, self.label = keep, None, None
-        if live:
-            try:
-                import ipywidgets
-                from IPython.display import display
-                self.widget, self.label = ipywidgets.Image(format="png"), ipywidgets.Label("starting")
-                display(ipywidgets.VBox([self.label, self.widget]))
-            except ImportError:
-                self.widget = None
-
-    def __call__(self, progress) -> None:
-        images = progress.to_pixels(progress.images[0])
-        self.snapshots.append((progress.iteration, images))
-        text = f"iteration {progress.iteration}/{progress.total}, loss {progress.losses['total']:.4g}"
-        if self.widget is not None:
-            self.widget.value = _png_strip(images)
-            self.label.value = text
-        elif progress.iteration == progress.total or len(self.snapshots) % 4 == 1:
-            print(text, flush=True)
-
-    def strip(self) -> dict:
-        """Up to ``keep`` snapshots spread over the run, as rows for ``plotting.image_grid``."""
-        if not self.snapshots:
-            return {}
-        step = max(1, len(self.snapshots) // self.keep)
-        chosen = self.snapshots[::step][: self.keep - 1] + [self.snapshots[-1]]
-        return {f"it {it}": imgs for it, imgs in dict(chosen).items()}
-
-
-def _png_strip(images: torch.Tensor) -> bytes:
-    """(B, 3, H, W) in [0, 1] side by side as PNG bytes (for the widget)."""
-    from PIL import Image
-    row = torch.cat(list(images.clamp(0, 1)), dim=2)  # (3, H, B*W)
-    array = (row.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-    buffer = io.BytesIO()
-    Image.fromarray(array).resize((array.shape[1] * 2, array.shape[0] * 2), Image.NEAREST).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def quickstart(ctx: StudyContext, batch_size: int | None = None, iterations: int | None = None,
@@ -83,11 +36,14 @@ def quickstart(ctx: StudyContext, batch_size: int | None = None, iterations: int
     batch_size = int(pick(batch_size, BATCH_SIZE))
     config = study_config(ctx, full_method_iterations(ctx, iterations),
                           **({} if seeds is None else {"seeds": int(seeds)}))
-    preview_every = int(pick(preview_every, max(1, config.iterations // 20)))
+    preview_every = int(pick(preview_every, max(1, config.iterations // 100)))
     config = config.replace(log_every=min(config.log_every, preview_every))
     batch = sample_batch(ctx.dataset(), batch_size, seed=ctx.seed)
-    preview = ReconstructionPreview(live=live)
-    run = run_attack(ctx, batch, config, callback=preview)
+    preview = ReconstructionPreview(batch.images[batch.labels.argsort()], config.seeds, config.iterations, live=live)
+    try:
+        run = run_attack(ctx, batch, config, callback=preview)
+    except KeyboardInterrupt as stop:   # Kernel > Interrupt: hand back what the preview holds
+        return partial_result(ctx, preview, batch_size, config, stop)
     references = reference_rows(ctx, batch, ctx.model(), config, ctx.seed)
     per_image = run.evaluation["metrics"]["per_image"]
     row = {**run.row, "row": "reconstruction", **{f"{k}_std": _spread(v) for k, v in per_image.items()}}
@@ -102,6 +58,18 @@ def quickstart(ctx: StudyContext, batch_size: int | None = None, iterations: int
                 "recovered_labels": run.evaluation["labels"]["recovered"], "pseudo_labels": batch.pseudo.tolist()}
     return save_results(ctx, "quickstart", [row, *references], settings, started,
                         extra={"forces": force_rows(run.row.get("forces"))})
+
+
+def partial_result(ctx: StudyContext, preview: ReconstructionPreview, batch_size: int, config,
+                   stop: KeyboardInterrupt) -> dict:
+    """The record of an interrupted quickstart: nothing saved, ``images`` the preview's last
+    snapshot (originals, every seed, their mean), and one line printed instead of a traceback."""
+    done = stop.iteration if isinstance(stop, InversionInterrupted) else preview.iteration
+    print(f"interrupted at iteration {done} of {config.iterations}: record['images'] holds the partial result "
+          f"(last snapshot: iteration {preview.iteration}); nothing was saved", flush=True)
+    settings = {"batch_size": batch_size, "iterations": preview.iteration, "seeds": config.seeds,
+                "group": config.group, "bn_mode": "interrupted"}
+    return {"partial": True, "rows": [], "forces": [], "settings": settings, "images": dict(preview.latest)}
 
 
 def _spread(values) -> float:
@@ -170,9 +138,10 @@ def claims(out) -> str:
 
 def plot_quickstart(out, pdf: bool = True):
     """Originals, noise start and reconstruction; and the progress strip (snapshots over time)."""
-    from ..plotting import image_grid
+    from ..plotting import class_names, image_grid
     record = load_results(out, "quickstart")
-    fig = image_grid(load_tensors(out, "quickstart_images"), column_titles=record["settings"]["recovered_labels"])
+    fig = image_grid(load_tensors(out, "quickstart_images"),
+                     column_titles=class_names(record["settings"]["recovered_labels"]))
     fig.suptitle(f"batch {record['settings']['batch_size']}, {record['settings']['iterations']} iterations",
                  fontsize=9, y=1.01)
     paths = [save_study_figure(fig, out, "quickstart", pdf)]

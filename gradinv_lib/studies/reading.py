@@ -58,8 +58,8 @@ def cached(ctx: StudyContext, name: str, compute) -> dict:
                          f"{duration(record.get('wall_time_s'))}).</small>"))
         return record
     expected = committed_seconds(ctx.profile_name, ctx.notebook, name)
-    print(f"computing {name} into {_shown(ctx.out)}; the committed run took {duration(expected)} "
-          "(2-core CPU, quick profile) ...", flush=True)
+    print(f"computing {name} into {_shown(ctx.out)}; the committed run (default parameters, quick profile, "
+          f"2-core CPU) took {duration(expected)} ...", flush=True)
     record = compute()
     ctx.partial = bool(record.get("partial"))
     return record

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .errors import InputError
 from .fedavg import minibatch_indices
-from .labels import LABEL_RULES, fc_gradients, recover_label_multiset, recover_labels_from_update
+from .labels import LABEL_RULES, fc_gradients, recover_labels_from_update
 from .model_probes import negative_feature_fraction, output_is_final_layer, stochastic_modules
 
 LABEL_RULE_NAMES = ("multiset", *LABEL_RULES)
@@ -101,8 +101,7 @@ def recover_batch_labels(update, model, rule: str = "multiset", warn: bool = Tru
         notes.append(f"{model.final_layer_name!r} has no bias: label counts need it, so the labels "
                      "are eq. 8's (min rule, distinct labels)")
         rule = "min"
-    labels = (recover_label_multiset(update, model) if rule == "multiset"
-              else recover_labels_from_update(update, model, rule=rule))
+    labels = recover_labels_from_update(update, model, rule=rule)
     if warn:
         for note in notes:
             warnings.warn(f"label recovery may be wrong: {note}", UserWarning, stacklevel=2)

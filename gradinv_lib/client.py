@@ -21,6 +21,7 @@ from torch import Tensor
 from .bn_stats import BN_MODES, bn_mode as _bn_mode, record_bn_inputs
 from .errors import InputError, MissingAssetError
 from .fedavg import check_local_training, is_fedsgd, local_training
+from .model_probes import check_images_fit
 
 FORMAT_TAG = "gradinv-client-update"
 FORMAT_VERSION = 1
@@ -121,6 +122,7 @@ def simulate_client(model, images01: Tensor, labels: Tensor, bn_mode: str = "tra
     """
     validate_images01(images01)
     validate_labels(labels, images01.shape[0], model.num_classes)
+    check_images_fit(model, images01.shape[1:])  # one line, not a shape error deep in the network
     batch = int(images01.shape[0])
     check_local_training(batch, local_steps, lr, local_batch_size)
     params = trainable_parameters(model)

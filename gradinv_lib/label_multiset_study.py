@@ -48,8 +48,9 @@ def image_batches_accuracy(model, images01: Tensor, labels: Tensor, batch_size: 
         counts = estimate_label_counts(update, model)
         estimate = torch.repeat_interleave(torch.arange(counts.numel()), counts)
         hits.append(multiset_hits(estimate, labels[idx], model.num_classes))
-        distinct.append(multiset_hits(recover_labels_from_update(update, model, "min"), labels[idx],
-                                      model.num_classes))
+        most = min(batch_size, model.num_classes)  # eq. 8 returns distinct classes
+        distinct.append(multiset_hits(recover_labels_from_update(update, model, "min", batch_size=most),
+                                      labels[idx], model.num_classes))
     return _summary(hits, distinct, source="embedded CIFAR-10", batch_size=batch_size,
                     local_steps=local_steps, lr=lr)
 

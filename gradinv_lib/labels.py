@@ -74,7 +74,10 @@ def fc_gradients(update, model) -> tuple[Tensor, Tensor | None]:
 
 def recover_labels_from_update(update, model, rule: str = "min", batch_size: int | None = None) -> Tensor:
     """:func:`recover_labels` on a :class:`~gradinv_lib.client.ClientUpdate`; ``batch_size``
-    defaults to ``update.batch_size``. Never reads ``update.labels``."""
+    defaults to ``update.batch_size``. Never reads ``update.labels``. ``rule="multiset"``:
+    :func:`recover_label_multiset` (repeats allowed), so every attack can take GradInversion's rule."""
+    if rule == "multiset":
+        return recover_label_multiset(update, model, batch_size)
     dW, _ = fc_gradients(update, model)
     return recover_labels(dW, update.batch_size if batch_size is None else batch_size, rule)
 

@@ -9,6 +9,8 @@ softmax of that layer's own output. These probes say where that fails.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -21,9 +23,24 @@ STOCHASTIC_TYPES = (nn.modules.dropout._DropoutNd,)
 STOCHASTIC_NAMES = ("StochasticDepth", "DropPath")
 
 
+_PROBES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _probe(model, image_shape, images: int = 4) -> dict:
-    """The final layer's input and output and the network's output on ``images`` random images,
-    the model in eval mode (modes restored, no gradients)."""
+    """The fraction of negative final-layer inputs and whether the network's output is that
+    layer's, on ``images`` random images, the model in eval mode (modes restored, no gradients);
+    one forward pass per model and image shape (the answers are structural)."""
+    key = tuple(int(s) for s in image_shape)
+    cached = _PROBES.setdefault(model, {})
+    if key not in cached:
+        seen = _forward(model, key, images)
+        same = seen["output"].shape == seen["layer"].shape and torch.equal(seen["output"], seen["layer"])
+        cached[key] = {"negative": float((seen["input"] < 0).double().mean()), "output_is_layer": same}
+    return cached[key]
+
+
+def _forward(model, image_shape, images: int) -> dict:
+    """The final layer's input and output and the network's output on random images."""
     ref = next(model.parameters())
     x = torch.rand(images, *image_shape, generator=torch.Generator().manual_seed(0))
     modes = [(m, m.training) for m in model.modules()]
@@ -41,17 +58,21 @@ def _probe(model, image_shape, images: int = 4) -> dict:
     return {"input": seen["input"].flatten(1), "layer": seen["output"], "output": out}
 
 
+def check_images_fit(model, image_shape) -> None:
+    """Raise InputError (one line) unless the network takes images of ``image_shape`` (C, H, W)."""
+    _probe(model, image_shape)
+
+
 def negative_feature_fraction(model, image_shape) -> float:
     """Fraction of the final layer's input features that are negative on random images (0 for
     ReLU/sigmoid networks; EfficientNet's SiLU gives many): eq. 8 assumes 0."""
-    return float((_probe(model, image_shape)["input"] < 0).double().mean())
+    return _probe(model, image_shape)["negative"]
 
 
 def output_is_final_layer(model, image_shape) -> bool:
     """Whether the network returns the final Linear layer's output unchanged (no ReLU or other op
     after it): p = softmax of that layer's output, as eq. 8 assumes."""
-    seen = _probe(model, image_shape, images=2)
-    return seen["output"].shape == seen["layer"].shape and torch.equal(seen["output"], seen["layer"])
+    return _probe(model, image_shape)["output_is_layer"]
 
 
 def stochastic_modules(model) -> list[str]:

@@ -115,3 +115,14 @@ def test_clean_network_has_no_notes_and_large_local_steps_are_flagged(lenet10, c
     assert any("moved the final layer's logits" in n for n in label_notes(wild, lenet10))
     uneven = simulate_client(lenet10, images, labels, local_steps=3, lr=0.001, local_batch_size=4)
     assert any("more often than others" in n for n in label_notes(uneven, lenet10))
+
+
+def test_prior_attacks_take_gradinversions_rule():
+    """``gradinv compare`` hands GradInversion's label rule to Inverting Gradients."""
+    from gradinv_lib.compare import default_configs
+    from gradinv_lib.prior_attacks.inverting_gradients import inverting_gradients
+    model = tiny_classifier()
+    update = simulate_client(model, torch.rand(3, 3, 16, 16), torch.tensor([1, 1, 4])).without_labels()
+    config = default_configs(InversionConfig(iterations=1))["inverting_gradients"]
+    assert config.label_rule == "multiset"
+    assert inverting_gradients(model, update, config).labels.tolist() == [1, 1, 4]

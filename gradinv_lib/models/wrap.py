@@ -53,13 +53,14 @@ def check_produces_logits(module: nn.Module, final_layer: str, input_size: int) 
 
 
 def wrap_model(module: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD, *, final_layer: str | None = None,
-               input_size: int = 224, name: str | None = None) -> ImageClassifier:
+               input_size: int | None = None, name: str | None = None) -> ImageClassifier:
     """Wrap ``module`` (normalised (N, 3, H, W) images -> (N, classes) logits) for the attack.
 
     ``final_layer``: the dotted name of the ``nn.Linear`` producing the logits; None finds the
     last-registered one and checks by a forward pass that its output is the network's output.
     ``mean``/``std``: the per-channel input normalisation the client applies to [0, 1] pixels
-    (default ImageNet's). The module is put in eval mode and used as it is (its weights are
+    (default ImageNet's). ``input_size``: the side of the client's images, required (a network
+    with global pooling accepts any size, so it is never guessed). The module is put in eval mode and used as it is (its weights are
     the global model's); parameter names gain the prefix ``body.`` (update readers accept both).
     """
     if not isinstance(module, nn.Module):
@@ -67,6 +68,9 @@ def wrap_model(module: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD, *, final
     if not any(p.requires_grad for p in module.parameters()):
         raise InputError(f"{type(module).__name__}: expected trainable parameters (their gradients "
                          "are the update), found none")
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8:
+        raise InputError(f"wrap_model: input_size: expected the side in pixels (>= 8) of the "
+                         f"client's images, found {input_size!r}")
     modules = dict(module.named_modules())
     if final_layer is None:
         found = linear_layers(module)

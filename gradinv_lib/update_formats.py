@@ -49,7 +49,7 @@ HALF = (torch.float16, torch.bfloat16)
 MAGIC = {"numpy .npz": (b"PK",), "torch.load": (b"PK", b"\x80")}
 
 
-def _not_readable(path: str, role: str, kind: str, why: str) -> InputError:
+def _not_readable(path: str, role: str, why: str) -> InputError:
     what = "a gradinv client update or tensor file" if role == "client update" else f"a {role} file"
     return InputError(f"not {what}: {path}: {why}")
 
@@ -64,7 +64,7 @@ def _load_file(path: str, role: str):
     with open(path, "rb") as f:
         head = f.read(2)
     if kind in MAGIC and not head.startswith(MAGIC[kind]):
-        raise _not_readable(path, role, kind, f"expected a {kind} file (a zip archive"
+        raise _not_readable(path, role, f"expected a {kind} file (a zip archive"
                             f"{'' if kind == 'numpy .npz' else ' or a pickle'}), found "
                             f"{'an empty file' if not head else 'other content (text?)'}")
     try:
@@ -82,13 +82,13 @@ def _load_file(path: str, role: str):
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if found or "allow_pickle" in str(exc):
             what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
-            raise _not_readable(path, role, kind, f"it holds {what} (a whole nn.Module?), which is "
+            raise _not_readable(path, role, f"it holds {what} (a whole nn.Module?), which is "
                                 "never unpickled since it can run code: save model.state_dict() "
                                 "(or the weights as a list of arrays)") from None
         detail = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
         if "Weights only load failed" in str(exc):  # torch's advice to unpickle: not for us
             detail = ["not a file of tensors (corrupt or truncated?)"]
-        raise _not_readable(path, role, kind, f"cannot be read by {kind} ({type(exc).__name__}"
+        raise _not_readable(path, role, f"cannot be read by {kind} ({type(exc).__name__}"
                             f"{': ' + detail[0][:200] if detail else ''})") from None
     if isinstance(payload, dict) and not _is_tagged(payload):
         payload = unwrap_state_dict(payload, prefix="module.")  # {'state_dict': ...}, DataParallel

@@ -14,8 +14,12 @@ import torch  # noqa: E402
 
 def class_names(labels, classes: int = 1000) -> list[str]:
     """Readable titles for class indices: ImageNet's names (torchvision's list, shipped with it)
-    for 1000 classes, shortened to the first synonym, with the index; bare indices otherwise."""
+    for 1000 classes, shortened to the first synonym, CIFAR-10's for 10, with the index; bare
+    indices otherwise."""
     labels = [int(v) for v in labels]
+    if classes == 10:
+        from .models.cifar10_cnn import CLASS_NAMES
+        return [f"{CLASS_NAMES[v]} ({v})" if 0 <= v < 10 else str(v) for v in labels]
     if classes != 1000:
         return [str(v) for v in labels]
     from torchvision.models import ResNet18_Weights   # only the metadata: nothing is downloaded

@@ -140,8 +140,10 @@ def plot_quickstart(out, pdf: bool = True):
     """Originals, noise start and reconstruction; and the progress strip (snapshots over time)."""
     from ..plotting import class_names, image_grid
     record = load_results(out, "quickstart")
+    from ..profiles import DATASET_CLASSES, get_profile
+    classes = DATASET_CLASSES[get_profile(record["context"]["profile"]).dataset]
     fig = image_grid(load_tensors(out, "quickstart_images"),
-                     column_titles=class_names(record["settings"]["recovered_labels"]))
+                     column_titles=class_names(record["settings"]["recovered_labels"], classes))
     fig.suptitle(f"batch {record['settings']['batch_size']}, {record['settings']['iterations']} iterations",
                  fontsize=9, y=1.01)
     paths = [save_study_figure(fig, out, "quickstart", pdf)]

@@ -74,8 +74,9 @@ def claims(out) -> str:
     does), and whether pixel correlation still identifies the images."""
     record = load_results(out, RESULTS)
     s = record["settings"]
-    lines = [f"**Defences** ({s['batches']} batches of {s['batch_size']} per point, FedAvg "
-             f"{s['fedavg_batches']} batches of {s['fedavg_batch']}; {s['iterations']} iterations a run (profile: "
+    fedavg = f", FedAvg {s['fedavg_batches']} batches of {s['fedavg_batch']}" if s.get("fedavg_batch") else ""
+    lines = [f"**Defences** ({s['batches']} batches of {s['batch_size']} per point{fedavg}; "
+             f"{s['iterations']} iterations a run (profile: "
              f"{s['profile_iterations']}), {s['seeds']} seed(s), client BN mode {s['bn_mode']}; mean ± std over "
              "batches; threshold: Lite0 IIP below 0.1):", ""]
     for curve, rows in curves(record).items():

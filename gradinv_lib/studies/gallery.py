@@ -151,6 +151,9 @@ iterations (printed above each table) and a small offline pool of real photos: i
 direction of each claim and do not match the paper's** (ResNet-50, ImageNet 224 px, 20K
 iterations, 8 seeds on a V100). LPIPS is shown only when its real AlexNet weights are installed.
 The compute table gives each notebook's wall time and CPU time (its kernel and worker processes).
+The notebooks open in reading mode: Run All shows these results in seconds, without recomputing;
+other parameters, or `RECOMPUTE = True`, compute into `runs/<notebook>/<hash>/`, never here, and
+the compute table is what that costs on the machine named in each provenance line.
 """
 
 

@@ -49,7 +49,6 @@ def invert(capsys, folder, *options):
     return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 3])
 def test_flower_npz_of_a_torchvision_model_through_the_cli(tmp_path, capsys, steps):
     true = flower_client(tmp_path, steps)
@@ -59,8 +58,9 @@ def test_flower_npz_of_a_torchvision_model_through_the_cli(tmp_path, capsys, ste
     assert code == 0, err
     labels = json.loads((tmp_path / "out" / "result.json").read_text())["labels"]
     assert labels["rule"] == "multiset"
-    # exact, or the result says why it may not be
-    assert labels["recovered"] == true or labels["uncertain"], labels
+    assert labels["recovered"] == true, labels  # exact, repeats included (measured for K = 1 and 3)
+    # K = 3 steps moved the logits by 1.6 nats: the result says the counts are approximate
+    assert any("local steps moved" in note for note in labels["uncertain"]) == (steps > 1)
 
 
 def test_unknown_model_name_says_how_to_bring_ones_own(tmp_path, capsys):

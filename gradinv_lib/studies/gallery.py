@@ -60,6 +60,18 @@ SECTIONS = {
           "epsilon_epoch": "epsilon (epoch)"},
          ["defences_tradeoff.png", "grid_pruning.png", "grid_dp.png", "grid_dp_parts.png", "grid_mixup.png",
           "grid_larger_batch.png", "grid_secure_aggregation.png", "grid_fedavg.png"])]),
+    "07_trained_network": ("trained_network", [
+        ("quickstart", "Trained network (cifar10_cnn): one batch end to end",
+         _table_columns(batch_size="batch", iterations="iterations", seeds="seeds"), ["quickstart.png"]),
+        ("hidden_labels", "Trained network: true labels the final ReLU hides from eq. 8",
+         {"row": "network", "batch_size": "batch", "trials": "batches",
+          "hidden_fraction": "true labels hidden", "min_rule_accuracy": "min rule accuracy"}, []),
+        ("table3_strength", "Table 3 on the trained network: trained vs random init, same architecture",
+         _table_columns(), ["table3_images.png"]),
+        ("table4_bn", "Table 4 on the trained network: BN_exact vs BN_approx (real running statistics)",
+         _table_columns(), []),
+        ("fig8_iip", "Fig. 8 on the trained network: vulnerable vs random population", IIP_COLUMNS,
+         ["fig8_iip.png"])]),
 }
 
 

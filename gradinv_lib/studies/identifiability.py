@@ -29,6 +29,7 @@ from .aggregate import VERDICT_WORDS, direction_holds
 from .batch_scaling import (BATCHES, PAPER_BATCH_SIZES, QUICK_BATCH_SIZES, RECONSTRUCTION, batch_sweep,
                             plan_batches, scaling_config, trend_line)
 from .common import StudyContext, load_results, pick, save_results, save_study_figure, stopping_text
+from .runs import pool_gallery
 from .tables import summarise
 
 QUICK_VULNERABLE_SIZES = (8,)       # budget: see the module docstring
@@ -100,7 +101,7 @@ def iip_study(ctx: StudyContext, batch_sizes=None, batches_per_size: int | None 
     settings = {"batch_sizes": sizes, "vulnerable_sizes": vulnerable_sizes, "batches_per_size": batches,
                 "iterations": config.iterations, "seeds": config.seeds, "group": config.group,
                 "stopping": stopping_text(ctx, config.iterations, ctx.profile.config.iterations),
-                "vulnerable_fraction": fraction, "gallery_size": len(data),
+                "vulnerable_fraction": fraction, "gallery_size": len(pool_gallery(ctx, ctx.resolution)["data"]),
                 "features": "pretrained EfficientNet-Lite0 (avg-pool)", "config": config.to_dict(),
                 "gradient_norm_median": float(norms.median()),
                 "vulnerable_norm_median": float(norms[vulnerable].median()),
@@ -117,7 +118,7 @@ def claims(out) -> str:
     ours = {pop: [r for r in record["rows"] if r["population"] == pop and r["row"] == RECONSTRUCTION]
             for pop in ("random", "vulnerable")}
     lines = [f"**Fig. 8** ({s['batches_per_size']} batches per size, {s['iterations']} iterations a run, "
-             f"{s['seeds']} seed(s), group {s['group']}; stopping: {s['stopping']}; gallery: the whole pool of "
+             f"{s['seeds']} seed(s), group {s['group']}; stopping: {s['stopping']}; gallery: "
              f"{s['gallery_size']} images; mean ± std over batches):", ""]
     for pop, rows in ours.items():
         lines += [trend_line(rows, "iip", f"IIP ({pop})", "falls with batch size"),

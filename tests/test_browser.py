@@ -251,16 +251,17 @@ def test_notebooks_in_a_browser(checkout, page, tmp_path_factory):
         assert not any("computing" in text for text in state["streams"]), f"{notebook} recomputed: {state['streams']}"
         assert seconds < READING_LIMIT, f"{notebook}: reading mode took {seconds:.0f} s"
         print(f"{notebook}: reading mode {seconds:.1f} s, {state['shown']} figures shown")
-    for text, name in (("Utility and privacy", "06_defences_tables"), ("What protects and what does not",
-                                                                       "06_defences_conclusion")):
-        page.js(SCROLL_TO % json.dumps(text))
-        page.screenshot(screens / f"{name}.png")
-    # the explorer (06's last cell): choose a DP point; its batch's originals and DP's grid appear
-    _wait(lambda: page.js(CHOOSE % json.dumps("dp: noise=0.0001")), 60, "the explorer's row 'dp: noise=0.0001'")
-    # a DP row's metrics carry epsilon (the clean row's do not): the view followed the choice
-    _wait(lambda: page.js(EXPLORER_IMAGES) >= 2 and "epsilon" in page.js(EXPLORER_TEXT), 60,
-          "the explorer to show the DP point")
-    page.screenshot(screens / "06_defences_explorer.png")
+        if notebook == "06_defences":   # the DP rows and the explorer, while 06 is open
+            for text, name in (("Utility and privacy", "06_defences_tables"), ("What protects and what does not",
+                                                                               "06_defences_conclusion")):
+                page.js(SCROLL_TO % json.dumps(text))
+                page.screenshot(screens / f"{name}.png")
+            # the explorer (06's last cell): choose a DP point; its batch's originals and DP's grid appear
+            _wait(lambda: page.js(CHOOSE % json.dumps("dp: noise=0.0001")), 60, "the explorer's row 'dp: noise=0.0001'")
+            # a DP row's metrics carry epsilon (the clean row's do not): the view followed the choice
+            _wait(lambda: page.js(EXPLORER_IMAGES) >= 2 and "epsilon" in page.js(EXPLORER_TEXT), 60,
+                  "the explorer to show the DP point")
+            page.screenshot(screens / "06_defences_explorer.png")
     assert _status(checkout) == ""
 
     # the quickstart at a tiny budget: the preview shows every seed and updates with it/s and an ETA

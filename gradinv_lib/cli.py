@@ -298,6 +298,9 @@ def main(argv=None) -> int:
     except InversionInterrupted as exc:
         print(f"gradinv {args.command}: {exc}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:   # e.g. Ctrl-C on reproduce: its kernels and sweeps are already stopped
+        print(f"gradinv {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

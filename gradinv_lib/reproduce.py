@@ -87,6 +87,9 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
                                    parameters={"PROFILE": profile, **parameters, "OUTPUT_DIR": str(results),
                                                "RECOMPUTE": True},
                                    kernel_name=kernel, progress_bar=progress, cwd=str(notebook.parent))
+    except KeyboardInterrupt:
+        stop_kernels()
+        raise
     except Exception as exc:  # noqa: BLE001 - a failing notebook must not stop the others
         if stamp_path.exists():
             stamp_path.unlink()
@@ -96,6 +99,21 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
     write_json_atomic(stamp_path, {**stamp, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return NotebookOutcome(notebook.stem, "ran", seconds, executed, cpu_seconds=cpu)
+
+
+def stop_kernels(grace_s: float = 10.0) -> None:
+    """End the notebook kernels this process started, after Ctrl-C. A kernel runs in its own
+    session, so a terminal's Ctrl-C never reaches it, and papermill's cleanup does not run when
+    KeyboardInterrupt leaves its event loop: the kernel would go on running its cell (and a Slurm
+    sweep's jobs) as an orphan. SIGTERM first (a sweep cancels its jobs on it), SIGKILL after
+    ``grace_s`` (a sweep's reaper then cancels them)."""
+    import psutil
+    kernels = psutil.Process().children()
+    for kernel in kernels:
+        kernel.terminate()
+    _, alive = psutil.wait_procs(kernels, timeout=grace_s)
+    for kernel in alive:
+        kernel.kill()
 
 
 def _children_cpu() -> float:

@@ -52,7 +52,7 @@ def test_invert_json_has_metrics_noise_row_labels_and_files(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["invert", "--model", "nope"], "model name: expected one of"),
+    (["invert", "--model", "nope"], "--model: expected one of efficientnet_lite0"),
     (["invert", "--resume"], "--resume needs --checkpoint"),
     (["recover-labels", "--batch-size", "500"], "batch_size 500"),
     (["bench", "--device", "cpu", "--amp-check", "5"], "AMP check: expected a CUDA device"),

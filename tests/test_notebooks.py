@@ -87,10 +87,14 @@ def _execute(name: str, checkout: Path, tmp_path: Path, monkeypatch) -> Path:
     Jupyter does; return the scratch folder it wrote, after checking git status is clean."""
     papermill = pytest.importorskip("papermill")
     monkeypatch.delenv("GRADINV_ROOT", raising=False)
+    # The sweeps run in the kernel itself: under heavy load a kernel whose worker processes had
+    # ended was twice seen idle while papermill still waited (test_sweeps covers the worker pool);
+    # a cell that still hangs fails after execution_timeout instead of stalling the suite.
+    monkeypatch.setenv("GRADINV_EXECUTOR", "local")
     before = set((checkout / "runs" / name).glob("*"))
     papermill.execute_notebook(str(checkout / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
                                parameters={**TINY, **TINY_BY_NOTEBOOK[name]}, progress_bar=False,
-                               cwd=str(checkout / "notebooks"))
+                               cwd=str(checkout / "notebooks"), execution_timeout=600)
     assert _git(checkout, "status", "--porcelain") == "", f"{name} changed the checkout"
     written = set((checkout / "runs" / name).glob("*")) - before
     assert len(written) == 1, f"{name}: expected one scratch folder runs/{name}/<hash>/, found {written}"

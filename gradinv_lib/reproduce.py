@@ -81,6 +81,7 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
                                    cpu_seconds=saved.get("cpu_seconds") or 0.0)
     executed.parent.mkdir(parents=True, exist_ok=True)
     started, cpu_before = time.perf_counter(), _children_cpu()
+    children_before = _child_pids()
     try:
         # the one way to refresh figures/: compute (RECOMPUTE) into the committed folder (OUTPUT_DIR)
         papermill.execute_notebook(str(notebook), str(executed),
@@ -88,7 +89,7 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
                                                "RECOMPUTE": True},
                                    kernel_name=kernel, progress_bar=progress, cwd=str(notebook.parent))
     except KeyboardInterrupt:
-        stop_kernels()
+        stop_kernels(children_before)
         raise
     except Exception as exc:  # noqa: BLE001 - a failing notebook must not stop the others
         if stamp_path.exists():
@@ -101,14 +102,20 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
     return NotebookOutcome(notebook.stem, "ran", seconds, executed, cpu_seconds=cpu)
 
 
-def stop_kernels(grace_s: float = 10.0) -> None:
-    """End the notebook kernels this process started, after Ctrl-C. A kernel runs in its own
+def _child_pids() -> set[int]:
+    import psutil
+    return {child.pid for child in psutil.Process().children()}
+
+
+def stop_kernels(earlier: set[int], grace_s: float = 10.0) -> None:
+    """End the notebook kernels this process started (its children not in ``earlier``), after
+    Ctrl-C. A kernel runs in its own
     session, so a terminal's Ctrl-C never reaches it, and papermill's cleanup does not run when
     KeyboardInterrupt leaves its event loop: the kernel would go on running its cell (and a Slurm
     sweep's jobs) as an orphan. SIGTERM first (a sweep cancels its jobs on it), SIGKILL after
     ``grace_s`` (a sweep's reaper then cancels them)."""
     import psutil
-    kernels = psutil.Process().children()
+    kernels = [child for child in psutil.Process().children() if child.pid not in earlier]
     for kernel in kernels:
         kernel.terminate()
     _, alive = psutil.wait_procs(kernels, timeout=grace_s)

@@ -49,17 +49,18 @@ def trained_context(ctx: StudyContext) -> StudyContext:
     return trained
 
 
-def _pre_relu_logits(model, images01: torch.Tensor, bn_mode: str) -> torch.Tensor:
-    """The final Linear layer's outputs (before the network's final ReLU) in the client's forward."""
+def _client_forward(model, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The client's train-mode forward: (the network's outputs, the final Linear layer's outputs
+    before the network's final ReLU, detached)."""
     from ..bn_stats import bn_mode as client_mode
     seen = {}
-    handle = model.final_layer.register_forward_hook(lambda m, i, o: seen.__setitem__("z", o))
+    handle = model.final_layer.register_forward_hook(lambda m, i, o: seen.__setitem__("z", o.detach()))
     try:
-        with torch.no_grad(), client_mode(model, bn_mode):
-            model(model.normalize(images01))
+        with client_mode(model, "train"):
+            outputs = model(model.normalize(images01))
     finally:
         handle.remove()
-    return seen["z"]
+    return outputs, seen["z"]
 
 
 def hidden_labels(tctx: StudyContext, batch_size: int | None = None, trials: int = 50) -> dict:
@@ -74,10 +75,9 @@ def hidden_labels(tctx: StudyContext, batch_size: int | None = None, trials: int
         hidden = correct = total = 0
         for t in range(trials):
             batch = sample_batch(data, batch_size, seed=tctx.seed + t)
-            z = _pre_relu_logits(model, batch.images.to(tctx.device), "train")
+            outputs, z = _client_forward(model, batch.images.to(tctx.device))
             hidden += int((z.gather(1, batch.labels[:, None].to(z.device)) <= 0).sum())
-            loss = torch.nn.functional.cross_entropy(
-                _client_outputs(model, batch.images.to(tctx.device)), batch.labels.to(tctx.device))
+            loss = torch.nn.functional.cross_entropy(outputs, batch.labels.to(tctx.device))
             (grad,) = torch.autograd.grad(loss, model.final_layer.weight)
             found = recover_labels(grad, batch_size, rule="min").tolist()
             correct += len(set(found) & set(batch.labels.tolist()))
@@ -85,12 +85,6 @@ def hidden_labels(tctx: StudyContext, batch_size: int | None = None, trials: int
         rows.append({"row": f"{name} ({weights})", "weights": model.weights_source, "batch_size": batch_size,
                      "trials": trials, "hidden_fraction": hidden / total, "min_rule_accuracy": correct / total})
     return save_results(tctx, "hidden_labels", rows, {"bn_mode": "train", "trials": trials}, started)
-
-
-def _client_outputs(model, images01: torch.Tensor) -> torch.Tensor:
-    from ..bn_stats import bn_mode as client_mode
-    with client_mode(model, "train"):
-        return model(model.normalize(images01))
 
 
 def strength(tctx: StudyContext, batch_size: int | None = None, iterations: int | None = None,

@@ -62,3 +62,20 @@ def test_vulnerable_population_is_one_image_per_class(tctx):
     populations = {r["population"] for r in record["rows"]}
     assert populations == {"random", "vulnerable"}
     assert torch.tensor([r["batch_size"] for r in record["rows"]]).eq(2).all()
+    # the random batches are Table 3's (same seeds, same config): its trained runs are reused, the
+    # reference rows scored again, the vulnerable batches attacked
+    rows = {(r["population"], r["row"]): r for r in record["rows"]}
+    assert rows[("random", "reconstruction")]["reused"] == 1
+    assert rows[("vulnerable", "reconstruction")]["reused"] == 0
+    runs = {(r["population"], r["row"]): r for r in record["batch_rows"]}
+    assert runs[("random", "noise start")]["psnr"] > 0 and runs[("random", "mean colour")]["psnr"] > 0
+    table3 = {r["row"]: r for r in study.load_results(tctx.out, "table3_strength")["batch_rows"]}
+    assert runs[("random", "reconstruction")]["psnr"] == table3["cifar10_cnn (default)"]["psnr"]
+
+
+def test_ablation_rows_reuse_table3_and_add_the_group_rows(tctx):
+    record = study.ablation(tctx, batch_size=2, iterations=3, batches=1, seeds=2, executor="local")
+    rows = {r["row"]: r for r in record["rows"]}
+    assert {"grad", "fidelity", "group_lazy", "group_registered"} <= set(rows)
+    assert rows["fidelity"]["reused"] == 1 and rows["group_registered"]["reused"] == 0
+    assert "Table 2" in study.claims(tctx.out)

@@ -45,17 +45,19 @@ def ablation_configs(ctx: StudyContext, iterations: int | None = None, seeds: in
 
 
 def ablation_table(ctx: StudyContext, batch_size: int | None = None, iterations: int | None = None,
-                   seeds: int | None = None, rows=None, batches: int | None = None,
+                   seeds: int | None = None, rows=None, batches: int | None = None, reuse=(),
                    executor: str | None = None, **executor_options) -> dict:
     """Table 2 (BN_exact): each objective on ``batches`` batches of ``batch_size`` distinct labels,
     mean and spread per metric; each row states whether it beats the row before (the first: the
-    noise start) beyond the spread, on each metric."""
+    noise start) beyond the spread, on each metric. Runs with the same run key in the cached
+    results ``reuse`` are not attacked again."""
     started = time.perf_counter()
     batch_size, batches = int(pick(batch_size, BATCH_SIZE)), int(pick(batches, BATCHES))
     configs = ablation_configs(ctx, iterations, seeds)
     names = list(pick(rows, configs))
     specs = [RowSpec(n, configs[n], info=(("objective", n),)) for n in names]
-    batch_rows, images = run_table(ctx, specs, batch_size, batches, executor=executor, **executor_options)
+    batch_rows, images = run_table(ctx, specs, batch_size, batches, reuse=reuse, executor=executor,
+                                   **executor_options)
     summary = summarise(batch_rows)
     mark_directions(summary, batch_rows, list(zip(names, ["noise start", *names[:-1]])))
     for row in summary:

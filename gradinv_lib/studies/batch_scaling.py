@@ -88,8 +88,7 @@ def batch_sweep(ctx: StudyContext, planned: list[PlannedBatch], config, reuse=()
     previous = reusable_runs(ctx, reuse)
     keys = [run_key("gradinversion", config, model.name, model.weights_source, client_bn_mode(ctx), p.batch.ids)
             for p in planned]
-    cached = {i: [previous.get(f"{key}/{name}") for name in (RECONSTRUCTION, *REFERENCES)]
-              for i, key in enumerate(keys)}
+    cached = {i: _cached_runs(ctx, previous, key, planned[i], model, config) for i, key in enumerate(keys)}
     todo = sorted((i for i in cached if None in cached[i]), key=lambda i: -len(planned[i].batch))
     jobs = [Job(f"{planned[i].population}_b{len(planned[i].batch)}_s{planned[i].batch_seed}", attack_with_references,
                 {"batch_seed": planned[i].batch_seed, "config": config, "indices": list(planned[i].indices)})
@@ -106,6 +105,18 @@ def batch_sweep(ctx: StudyContext, planned: list[PlannedBatch], config, reuse=()
         if slot not in images and "images" in out:
             images[slot] = {"original": p.batch.images, "reconstruction": out["images"]}
     return rows, images
+
+
+def _cached_runs(ctx: StudyContext, previous: dict, key: str, planned: PlannedBatch, model, config) -> list:
+    """[reconstruction, *reference rows] of one run key among cached rows (None where missing): a
+    sweep keys its rows "<key>/<row>", a table (``tables.run_table``) its run by the key alone; the
+    reference rows of a run reused from a table are scored here (seconds, no attack)."""
+    runs = [previous.get(f"{key}/{RECONSTRUCTION}") or previous.get(key),
+            *(previous.get(f"{key}/{name}") for name in REFERENCES)]
+    if runs[0] is not None and None in runs[1:]:
+        references = {r["row"]: r for r in reference_rows(ctx, planned.batch, model, config, planned.batch_seed)}
+        runs[1:] = [references[name] for name in REFERENCES]
+    return runs
 
 
 def summarise_by_size(batch_rows: list[dict]) -> list[dict]:

@@ -69,11 +69,12 @@ def vulnerable_population(norms: torch.Tensor, labels: torch.Tensor, fraction: f
 
 def iip_study(ctx: StudyContext, batch_sizes=None, batches_per_size: int | None = None,
               iterations: int | None = None, vulnerable_fraction: float | None = None,
-              vulnerable_sizes=None, seeds: int | None = None, executor: str | None = None,
+              vulnerable_sizes=None, seeds: int | None = None, reuse=(), executor: str | None = None,
               **executor_options) -> dict:
     """IIP and pixel-correlation identification per population and batch size, mean ± std over
     ``batches_per_size`` batches (seeds ctx.seed ..), with the noise-start and mean-colour rows;
-    attacks configured as Figs. 6-7's (:func:`batch_scaling.scaling_config`)."""
+    attacks configured as Figs. 6-7's (:func:`batch_scaling.scaling_config`); runs with the same
+    run key in Fig. 6's results, or in the cached results ``reuse``, are not attacked again."""
     started = time.perf_counter()
     paper = ctx.profile.name == "paper"
     sizes = [int(b) for b in pick(batch_sizes, PAPER_BATCH_SIZES if paper else QUICK_BATCH_SIZES)]
@@ -86,7 +87,7 @@ def iip_study(ctx: StudyContext, batch_sizes=None, batches_per_size: int | None 
     vulnerable = vulnerable_population(norms, data.labels, fraction)
     planned = (plan_batches(ctx, sizes, batches) +
                plan_batches(ctx, vulnerable_sizes, batches, "vulnerable", vulnerable))
-    batch_rows, _ = batch_sweep(ctx, planned, config, reuse=(SCALING_RESULTS,), executor=executor,
+    batch_rows, _ = batch_sweep(ctx, planned, config, reuse=(SCALING_RESULTS, *reuse), executor=executor,
                                 **executor_options)
     population_size = {"random": len(data), "vulnerable": len(vulnerable)}
     rows = []

@@ -10,9 +10,10 @@ and mean-colour rows, with identification among every real 32 px image on hand
 (``profiles.identification_gallery``: 150 images). The setting (``profiles.PROFILES
 ["quick_cifar10"]``) was chosen by measurement (README, "The trained network").
 
-Quick-profile budget (2 worker processes of one thread; one-seed runs at batch 4 cost ~0.08
-CPU-s an iteration): Table 3 10 runs, Table 4 5 more (BN_exact reused from Table 3), Fig. 8 10,
-the quickstart one batch of 8, the label measurement ~10 s.
+Quick-profile budget (2 worker processes of one thread; measured on a quiet 2-core machine, a
+one-seed run of 200 iterations takes 15 CPU-s at batch 4, 26 at batch 8): Table 3 10 runs,
+Table 4 5 more (BN_exact reused from Table 3), Fig. 8 5 (its random batches are Table 3's), the
+quickstart one batch of 8, the label measurement ~10 s: ~350 CPU-s.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from ..data import sample_batch
 from ..labels import recover_labels
 from ..profiles import TRAINED_NETWORK_PROFILES
-from .ablation import strength_table
+from .ablation import ablation_table, strength_table
 from .aggregate import mark_directions
 from ..errors import MissingAssetError
 from .common import StudyContext, load_results, pick, save_results, save_tensors
@@ -36,7 +37,8 @@ BATCHES = 5
 BATCH_SIZE = 4            # 8 is every class the 20 images hold: batches of 8 would barely differ
 TWINS = (("cifar10_cnn", "random"), ("cifar10_cnn", "default"))   # weakest first (Table 3's order)
 TITLES = {"table3_strength": "Table 3 (trained vs random init, same architecture)",
-          "table4_bn": "Table 4 (BN_exact vs BN_approx on real running statistics)"}
+          "table4_bn": "Table 4 (BN_exact vs BN_approx on real running statistics)",
+          "table2_ablation": "Table 2 (the ablation on the trained network; ABLATION = True)"}
 
 
 def trained_context(ctx: StudyContext) -> StudyContext:
@@ -95,6 +97,15 @@ def strength(tctx: StudyContext, batch_size: int | None = None, iterations: int 
                           objective="fidelity", batches=pick(batches, BATCHES), **executor_options)
 
 
+def ablation(tctx: StudyContext, batch_size: int | None = None, iterations: int | None = None,
+             batches: int | None = None, seeds: int | None = None, **executor_options) -> dict:
+    """Table 2's rows on the trained network (L_grad alone, + R_fidelity, + lazy and + registered
+    group consistency with ``seeds``, eq. 12) on Table 3's batches: lazy against registered
+    consensus on a trained network; the + R_fidelity row is Table 3's trained row (reused)."""
+    return ablation_table(tctx, batch_size=pick(batch_size, BATCH_SIZE), iterations=iterations, seeds=seeds,
+                          batches=pick(batches, BATCHES), reuse=("table3_strength",), **executor_options)
+
+
 def bn_variants(tctx: StudyContext, batch_size: int | None = None, iterations: int | None = None,
                 batches: int | None = None, executor: str | None = None, **executor_options) -> dict:
     """Table 4's GradInversion rows on the trained network: BN_exact (the batch's statistics)
@@ -124,10 +135,11 @@ def vulnerable(tctx: StudyContext, batch_size: int | None = None, iterations: in
                batches: int | None = None, **executor_options) -> dict:
     """Fig. 8 on the trained network: IIP and pixel identification of batches drawn from the
     vulnerable population (per class, the image with the largest gradient norm: the paper's
-    definition, 8 images here) against random batches of the same size."""
+    definition, 8 images here) against random batches of the same size: the random batches are
+    Table 3's, so their runs are its trained row's (reused)."""
     size = int(pick(batch_size, BATCH_SIZE))
     return iip_study(tctx, batch_sizes=(size,), vulnerable_sizes=(size,), batches_per_size=pick(batches, BATCHES),
-                     iterations=iterations, vulnerable_fraction=1.0, **executor_options)
+                     iterations=iterations, vulnerable_fraction=1.0, reuse=("table3_strength",), **executor_options)
 
 
 def _hidden_line(out) -> str:
@@ -139,11 +151,20 @@ def _hidden_line(out) -> str:
             f"on its random twin (min rule {100 * twin['min_rule_accuracy']:.1f}%).")
 
 
+def _has(out, name: str) -> bool:
+    try:
+        load_results(out, name)
+    except MissingAssetError:
+        return False
+    return True
+
+
 def claims(out) -> str:
     """Markdown measured from this study's cache: the labels the final ReLU hides, Tables 3 and 4
     on the trained network, Fig. 8's populations and the quickstart's batch (whatever is cached)."""
     from . import quickstart
-    parts = [claims_markdown(out, list(TITLES.items()))]
+    tables = [(name, title) for name, title in TITLES.items() if name != "table2_ablation" or _has(out, name)]
+    parts = [claims_markdown(out, tables)]
     for text in (lambda: _hidden_line(out), lambda: identifiability_claims(out), lambda: quickstart.claims(out)):
         try:
             parts.append(text())

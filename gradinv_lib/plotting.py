@@ -18,11 +18,11 @@ def class_names(labels, classes: int = 1000) -> list[str]:
     indices otherwise."""
     labels = [int(v) for v in labels]
     if classes == 10:
-        from .models.cifar10_cnn import CLASS_NAMES
+        from gradinv_lib.models.cifar10_cnn import CLASS_NAMES
         return [f"{CLASS_NAMES[v]} ({v})" if 0 <= v < 10 else str(v) for v in labels]
     if classes != 1000:
         return [str(v) for v in labels]
-    from torchvision.models import ResNet18_Weights   # only the metadata: nothing is downloaded
+    from torchvision.models import ResNet18_Weights  # only the metadata: nothing is downloaded
     names = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
     return [f"{names[v].split(',')[0]} ({v})" if 0 <= v < len(names) else str(v) for v in labels]
 

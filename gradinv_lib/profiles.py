@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .config import InversionConfig
+from gradinv_lib.attack.config import InversionConfig
+
 from .errors import InputError
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from gradinv_lib.bn_stats import bn_in_float32, bn_mode
+from gradinv_lib.attack.bn_stats import bn_in_float32, bn_mode
 from gradinv_lib.models import build_model
 
 
@@ -40,8 +40,8 @@ def test_bn_in_float32_lets_vmap_grad_run_under_bf16_autocast(mode):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_amp_attack_runs_and_is_scored_on_cuda():
-    from gradinv_lib.config import InversionConfig
-    from gradinv_lib.experiments import attack_batch
+    from gradinv_lib.attack.config import InversionConfig
+    from gradinv_lib.experiments.run import attack_batch
     model = build_model("lenet_bn", weights="random", num_classes=10, device="cuda")
     images, labels = torch.rand(4, 3, 32, 32, device="cuda"), torch.tensor([1, 3, 5, 7], device="cuda")
     config = InversionConfig(iterations=6, seeds=2, amp=True, warmup=1, register_every=2, log_every=2)

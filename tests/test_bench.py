@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from gradinv_lib.bench import BenchCase, registration_share, run_bench
-from gradinv_lib.bench_report import format_bench, paper_projection, speed_targets
-from gradinv_lib.cli import COMMANDS, build_parser
-from gradinv_lib.config import InversionConfig
 from threads import one_thread  # noqa: F401  (a fixture)
+
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.bench.report import format_bench, paper_projection, speed_targets
+from gradinv_lib.bench.speed import BenchCase, registration_share, run_bench
+from gradinv_lib.cli.app import COMMANDS, build_parser
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,8 @@ def test_loop_profile_names_every_part_and_measures_each_variant(tiny, one_threa
     and Adam; every ablation variant was timed; the Adam variants reach (nearly) the same images."""
     import torch
 
-    from gradinv_lib.bench_profile import format_profile, profile_loop
-    from gradinv_lib.client import simulate_client
+    from gradinv_lib.bench.profile import format_profile, profile_loop
+    from gradinv_lib.federated.client import simulate_client
 
     images, labels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 3])
     update = simulate_client(tiny, images, labels)
@@ -108,8 +108,8 @@ def test_loop_profile_names_every_part_and_measures_each_variant(tiny, one_threa
 def test_bare_ratio_is_profiled_with_one_seed(tiny, one_thread):
     import torch
 
-    from gradinv_lib.bench_profile import profile_loop
-    from gradinv_lib.client import simulate_client
+    from gradinv_lib.bench.profile import profile_loop
+    from gradinv_lib.federated.client import simulate_client
 
     images, labels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 3])
     report = profile_loop(tiny, simulate_client(tiny, images, labels), labels, (3, 16, 16),

@@ -33,14 +33,15 @@ def plant(path: Path, marker: Path, wrap=lambda p: {"payload": p}) -> Path:
 
 def _loaders(tmp: Path):
     """(name, where to plant, how to load) of every path that reads a .pt file."""
-    from gradinv_lib.checkpoint import load_checkpoint as load_run_checkpoint
-    from gradinv_lib.client import load_update
-    from gradinv_lib.experiments import load_originals
+    from conftest import tiny_classifier
+
+    from gradinv_lib.experiments.run import load_originals
+    from gradinv_lib.federated.client import load_update
+    from gradinv_lib.federated.update_formats import read_update
     from gradinv_lib.models.weights import load_checkpoint
+    from gradinv_lib.runtime.checkpoint import load_checkpoint as load_run_checkpoint
     from gradinv_lib.studies.common import load_tensors
     from gradinv_lib.studies.runs import _pool_features
-    from gradinv_lib.update_formats import read_update
-    from conftest import tiny_classifier
     update = types.SimpleNamespace(batch_size=1, image_shape=(3, 8, 8))
     data = types.SimpleNamespace(ids=["a"], images=torch.rand(1, 3, 32, 32))
     return [

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_update_formats import LABELS, LR, client_images, local_weights, quick_model, save_npz_list, user_names
 
-from gradinv_lib.cli import main
-from gradinv_lib.client import simulate_client
-from test_update_formats import (LABELS, LR, client_images, local_weights, quick_model, save_npz_list,
-                                 user_names)
+from gradinv_lib.cli.app import main
+from gradinv_lib.federated.client import simulate_client
 
 MODEL = ["--model", "lenet_bn", "--weights", "random", "--dataset", "cifar10", "--device", "cpu"]
 

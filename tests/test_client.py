@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradinv_lib.bn_stats import bn_mode, record_bn_inputs, running_bn_stats
-from gradinv_lib.client import (ClientUpdate, check_update_fits, load_update, save_update,
-                                simulate_client, target_gradients)
+from gradinv_lib.attack.bn_stats import bn_mode, record_bn_inputs, running_bn_stats
 from gradinv_lib.errors import InputError, MissingAssetError
+from gradinv_lib.federated.client import (ClientUpdate, check_update_fits, load_update, save_update, simulate_client,
+                                          target_gradients)
 from gradinv_lib.models.base import ImageClassifier
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gradinv_lib.cli import main
+from gradinv_lib.cli.app import main
 from gradinv_lib.course import ASSIGNMENTS
 from gradinv_lib.course.authoring import points
 

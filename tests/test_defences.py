@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_classifier
-from gradinv_lib.client import simulate_client
+
 from gradinv_lib.defences import (DPSGD, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, SecureAggregation,
-                                  clean_update, compose, defence_from_dict, defended_update, dp_epsilon,
-                                  images_needed, mix_batch, parse_defence, update_cosine)
+                                  clean_update, compose, defence_from_dict, defended_update, dp_epsilon, images_needed,
+                                  mix_batch, parse_defence, update_cosine)
 from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import simulate_client
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +196,7 @@ def test_defend_command_reports_the_defence_its_utility_and_bad_specs_in_one_lin
     in the JSON record; an unknown defence is one line on stderr and exit 2."""
     import json
 
-    from gradinv_lib.cli import main
+    from gradinv_lib.cli.app import main
     common = ["defend", "--batch-size", "2", "--iterations", "2", "--seeds", "1", "--no-progress",
               "--device", "cpu", "--out", str(tmp_path / "run")]
     assert main(common + ["--defence", "prune:keep=0.1", "--json"]) == 0

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_classifier
-from gradinv_lib.attack import gradinversion
-from gradinv_lib.client import simulate_client
-from gradinv_lib.config import InversionConfig
-from gradinv_lib.distributed import SeedGroup, backend_for, init_from_env
+
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.pipeline import gradinversion
 from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import simulate_client
+from gradinv_lib.runtime.distributed import SeedGroup, backend_for, init_from_env
 
 # 4 seeds, registered consensus from iteration 5, re-registered every 5: lazy and registered
 # consensus both cross processes several times.

@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from gradinv_lib.attack import build_objective
-from gradinv_lib.bn_stats import bn_mode
-from gradinv_lib.client import simulate_client
-from gradinv_lib.config import InversionConfig
-from gradinv_lib.factored_gradient import FactoredGradient, can_factor, dense
-from gradinv_lib.inversion import run_inversion
+from gradinv_lib.attack.bn_stats import bn_mode
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.factored_gradient import FactoredGradient, can_factor, dense
+from gradinv_lib.attack.inversion import run_inversion
+from gradinv_lib.attack.objectives import AttackState, GradientMatching
+from gradinv_lib.attack.pipeline import build_objective
+from gradinv_lib.attack.seed_gradients import per_seed_gradients
+from gradinv_lib.federated.client import simulate_client
 from gradinv_lib.models import build_model
-from gradinv_lib.objectives import AttackState, GradientMatching
-from gradinv_lib.seed_gradients import per_seed_gradients
 
 PX, B, CLASSES = 32, 3, 40
 

@@ -9,16 +9,16 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_classifier
-from gradinv_lib.attack import gradinversion
-from gradinv_lib.bn_stats import bn_mode
-from gradinv_lib.client import ClientUpdate, load_update, save_update, simulate_client
-from gradinv_lib.config import InversionConfig
+
+from gradinv_lib.attack.bn_stats import bn_mode
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.labels import recover_labels_from_update
+from gradinv_lib.attack.pipeline import gradinversion
+from gradinv_lib.attack.seed_gradients import per_seed_gradients
 from gradinv_lib.errors import InputError
-from gradinv_lib.fedavg import check_local_training, minibatch_indices, per_seed_local_updates
-from gradinv_lib.labels import recover_labels_from_update
-from gradinv_lib.seed_gradients import per_seed_gradients
+from gradinv_lib.federated.client import ClientUpdate, load_update, save_update, simulate_client
+from gradinv_lib.federated.fedavg import check_local_training, minibatch_indices, per_seed_local_updates
 
 ONE_STEP = InversionConfig(iterations=1, seeds=1, group="none", warmup=0, log_every=1)
 

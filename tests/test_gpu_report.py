@@ -13,14 +13,14 @@ import time
 
 import pytest
 import torch
+from threads import one_thread  # noqa: F401  (a fixture)
 
-from gradinv_lib.cli import main
+from gradinv_lib.cli.app import main
 from gradinv_lib.errors import InputError
 from gradinv_lib.gpu_report.attack_stage import DeadlineGuard, StageStop
 from gradinv_lib.gpu_report.budget import Clock, OutOfTime
 from gradinv_lib.gpu_report.plan import allot
 from gradinv_lib.gpu_report.stages import DEFAULT_STAGES, parse_stage_overrides
-from threads import one_thread  # noqa: F401  (a fixture)
 
 TINY = ["--stage", "cnn:model=lenet_bn,weights=random,batch=2,seeds=2,min_iterations=10,max_iterations=2000,profile=quick",
         "--stage", "lite0_b1:model=lenet_bn,weights=random,resolution=32,min_iterations=5",

@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_classifier
-from gradinv_lib.attack import build_objective, gradinversion
-from gradinv_lib.checkpoint import load_checkpoint
-from gradinv_lib.client import simulate_client
-from gradinv_lib.config import InversionConfig
+
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.pipeline import build_objective, gradinversion
 from gradinv_lib.data import embedded_cifar10
 from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import simulate_client
 from gradinv_lib.metrics import psnr
+from gradinv_lib.runtime.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

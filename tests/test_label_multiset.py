@@ -7,18 +7,18 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from conftest import tiny_classifier
 from torch import nn
 
-from conftest import tiny_classifier
-from gradinv_lib.attack import gradinversion
-from gradinv_lib.batch_labels import label_notes, recover_batch_labels
-from gradinv_lib.client import simulate_client
-from gradinv_lib.config import InversionConfig
+from gradinv_lib.attack.batch_labels import label_notes, recover_batch_labels
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.labels import recover_labels_from_update
+from gradinv_lib.attack.pipeline import gradinversion
 from gradinv_lib.data import embedded_cifar10
-from gradinv_lib.label_multiset_study import multiset_hits, synthetic_accuracy
-from gradinv_lib.labels import recover_labels_from_update
+from gradinv_lib.federated.client import simulate_client
 from gradinv_lib.models import build_model
 from gradinv_lib.models.base import ImageClassifier
+from gradinv_lib.studies.label_multiset import multiset_hits, synthetic_accuracy
 
 REPEATS = [0, 1, 3, 6, 6, 6, 8, 8]  # the issue's first 8 CIFAR-10 images, sorted
 TWO_STEPS = InversionConfig(iterations=2, seeds=1, group="none", warmup=0, log_every=1, bn_target="none")
@@ -119,7 +119,7 @@ def test_clean_network_has_no_notes_and_large_local_steps_are_flagged(lenet10, c
 
 def test_prior_attacks_take_gradinversions_rule():
     """``gradinv compare`` hands GradInversion's label rule to Inverting Gradients."""
-    from gradinv_lib.compare import default_configs
+    from gradinv_lib.experiments.compare import default_configs
     from gradinv_lib.prior_attacks.inverting_gradients import inverting_gradients
     model = tiny_classifier()
     update = simulate_client(model, torch.rand(3, 3, 16, 16), torch.tensor([1, 1, 4])).without_labels()

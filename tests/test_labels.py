@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradinv_lib.client import simulate_client
+from gradinv_lib.attack.labels import (_fc_weight_grads_cached, estimate_label_counts, evaluate_label_recovery,
+                                       recover_label_multiset, recover_labels, recover_labels_from_update)
 from gradinv_lib.errors import InputError
-from gradinv_lib.labels import (_fc_weight_grads_cached, estimate_label_counts, evaluate_label_recovery,
-                                recover_label_multiset, recover_labels, recover_labels_from_update)
+from gradinv_lib.federated.client import simulate_client
 from gradinv_lib.metrics import penultimate_features
 from gradinv_lib.models.base import ImageClassifier
 

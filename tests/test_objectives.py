@@ -3,12 +3,12 @@ double-backward chain (images -> parameter gradients -> matching loss / BN prior
 
 import pytest
 import torch
+from conftest import tiny_classifier
 from torch import nn
 
-from conftest import tiny_classifier
-from gradinv_lib.objectives import (AttackState, BNPrior, GradientMatching, GroupConsistency,
-                                    L2Prior, Objective, TotalVariation)
-from gradinv_lib.seed_gradients import per_seed_gradients
+from gradinv_lib.attack.objectives import (AttackState, BNPrior, GradientMatching, GroupConsistency, L2Prior, Objective,
+                                           TotalVariation)
+from gradinv_lib.attack.seed_gradients import per_seed_gradients
 
 
 def test_per_layer_l2_is_sum_of_non_squared_norms():

@@ -8,15 +8,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradinv_lib.prior_attacks.state as state_module
-from gradinv_lib.client import simulate_client
+from gradinv_lib.attack.objectives import AttackState, BNPrior, ClassificationLoss, TotalVariation
+from gradinv_lib.attack.seed_gradients import per_seed_gradients
 from gradinv_lib.errors import InputError, MissingAssetError
+from gradinv_lib.federated.client import simulate_client
 from gradinv_lib.metrics import psnr
 from gradinv_lib.models.base import ImageClassifier
-from gradinv_lib.objectives import AttackState, BNPrior, ClassificationLoss, TotalVariation
-from gradinv_lib.prior_attacks import (DeepInversionConfig, DLGConfig, GANProjectionConfig,
-                                       InvertingGradientsConfig, LoopSettings, biggan_unavailable_reason,
-                                       load_biggan, minimise, run_prior_attack)
-from gradinv_lib.seed_gradients import per_seed_gradients
+from gradinv_lib.prior_attacks import (DeepInversionConfig, DLGConfig, GANProjectionConfig, InvertingGradientsConfig,
+                                       LoopSettings, biggan_unavailable_reason, load_biggan, minimise, run_prior_attack)
 
 NC = 10
 
@@ -168,10 +167,10 @@ def test_biggan_missing_is_reported_not_faked(tmp_path):
 
 
 def test_compare_runs_every_row_on_one_update():
-    from gradinv_lib.cli import build_parser
-    from gradinv_lib.compare import (ALL_ATTACKS, COLUMNS, compare_attacks, default_configs,
-                                     parse_iterations, table4_csv)
-    from gradinv_lib.config import InversionConfig
+    from gradinv_lib.attack.config import InversionConfig
+    from gradinv_lib.cli.app import build_parser
+    from gradinv_lib.experiments.compare import (ALL_ATTACKS, COLUMNS, compare_attacks, default_configs,
+                                                 parse_iterations, table4_csv)
     model = bn_net()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))  # SSIM needs >= 11 px
     base = InversionConfig(iterations=4, seeds=1, group="none", warmup=1)
@@ -198,8 +197,8 @@ def test_compare_runs_every_row_on_one_update():
 
 
 def test_compare_runs_the_gan_row_with_a_supplied_generator():
-    from gradinv_lib.compare import compare_attacks, default_configs
-    from gradinv_lib.config import InversionConfig
+    from gradinv_lib.attack.config import InversionConfig
+    from gradinv_lib.experiments.compare import compare_attacks, default_configs
     model, generator = bn_net(4), TinyGenerator(side=16).requires_grad_(False)
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))
     base = InversionConfig(iterations=3, seeds=1, group="none", warmup=1, bn_target="none")

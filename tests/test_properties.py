@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradinv_lib.labels import label_counts_from_fc, recover_labels
+from gradinv_lib.attack.labels import label_counts_from_fc, recover_labels
 from gradinv_lib.metrics import PSNR_CAP_DB, fft2d_distance, pixel_correlation_nn, psnr, registered_psnr, ssim
 from gradinv_lib.registration import DEFAULT_BOUNDS, REGISTRATIONS, register_original_onto
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from gradinv_lib.reproduce import run_notebook
+from gradinv_lib.cli.reproduce import run_notebook
 from gradinv_lib.studies.gallery import timing_markdown
 
 BURN = '''\

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradinv_lib.checkpoint import FILENAME, load_checkpoint
+from gradinv_lib.runtime.checkpoint import FILENAME, load_checkpoint
 
 ITERATIONS = 16
 # Small CIFAR-style network at 32 px, 2 seeds with registered group consistency (its consensus
@@ -85,7 +85,7 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, capsys):
     """A checkpoint written with other settings is refused with one line, not silently mixed."""
-    from gradinv_lib.cli import main
+    from gradinv_lib.cli.app import main
     ckpt = tmp_path / "ckpt"
     base = ["invert", "--model", "resnet18_cifar", "--dataset", "cifar10", "--resolution", "32",
             "--seeds", "1", "--iterations", "2", "--device", "cpu", "--no-progress",

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+import slurm_cluster
 import torch
 
-import slurm_cluster
 from gradinv_lib.errors import InputError
+from gradinv_lib.runtime.sweep_store import SweepFailed
+from gradinv_lib.runtime.sweeps import Job, run_jobs
 from gradinv_lib.studies.batch_scaling import batch_scaling
 from gradinv_lib.studies.common import StudyContext
-from gradinv_lib.sweep_store import SweepFailed
-from gradinv_lib.sweeps import Job, run_jobs
 
 pytestmark = pytest.mark.slow   # about 2 minutes with the cluster's start
 
@@ -118,7 +118,7 @@ def test_cancelled_and_failing_jobs_are_named_and_a_rerun_submits_only_them(clus
 NAP = '''
 import sys, time
 from gradinv_lib.studies.common import StudyContext
-from gradinv_lib.sweeps import Job, run_jobs
+from gradinv_lib.runtime.sweeps import Job, run_jobs
 
 def nap(ctx, seconds):
     time.sleep(seconds)

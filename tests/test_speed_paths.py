@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradinv_lib.attack import build_objective
-from gradinv_lib.bench import with_reference_matching
-from gradinv_lib.bn_stats import channel_stats, channel_stats_reference
-from gradinv_lib.client import simulate_client
-from gradinv_lib.config import InversionConfig
-from gradinv_lib.inversion import InversionLoop, run_inversion
+from gradinv_lib.attack.bn_stats import channel_stats, channel_stats_reference
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.inversion import InversionLoop, run_inversion
+from gradinv_lib.attack.objectives import AttackState, GradientMatching
+from gradinv_lib.attack.pipeline import build_objective
+from gradinv_lib.attack.seed_gradients import _vmap_gradients, per_seed_gradients
+from gradinv_lib.bench.speed import with_reference_matching
+from gradinv_lib.federated.client import simulate_client
 from gradinv_lib.models import build_model
-from gradinv_lib.objectives import AttackState, GradientMatching
-from gradinv_lib.seed_gradients import _vmap_gradients, per_seed_gradients
 
 PX, B = 16, 2
 

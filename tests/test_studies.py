@@ -52,8 +52,8 @@ def test_vulnerable_population_keeps_the_largest_norm_per_class():
 
 
 def test_per_image_gradient_norms_match_the_client_gradient():
-    from gradinv_lib.client import simulate_client
     from gradinv_lib.data import load_pool
+    from gradinv_lib.federated.client import simulate_client
     from gradinv_lib.models import build_model
     model = build_model("efficientnet_lite0")
     pool = load_pool(32)
@@ -76,7 +76,7 @@ def _write_notebook(path, body: str):
 
 def test_reproduce_reports_failures_skips_current_and_writes_gallery(tmp_path, monkeypatch):
     pytest.importorskip("papermill")
-    from gradinv_lib.reproduce import reproduce
+    from gradinv_lib.cli.reproduce import reproduce
     monkeypatch.setenv("GRADINV_ROOT", str(tmp_path))
     (tmp_path / "notebooks").mkdir()
     out = tmp_path / "figures" / "quick" / "00_ok"

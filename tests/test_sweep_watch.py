@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from gradinv_lib import slurm_state, sweep_submitit
 from gradinv_lib.errors import GradInvError, InputError
-from gradinv_lib.sweep_store import exception_line
+from gradinv_lib.runtime import slurm_state, sweep_submitit
+from gradinv_lib.runtime.sweep_store import exception_line
 
 SCONTROL = (  # `scontrol show job -o 24` on Slurm 22.05 (fields abridged), one line per task or range
     "JobId=25 ArrayJobId=24 ArrayTaskId=1 JobName=gradinv-x UserId=root(0) JobState=CANCELLED Reason=None "

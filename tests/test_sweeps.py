@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from gradinv_lib.errors import GradInvError, InputError, MissingAssetError
+from gradinv_lib.runtime import sweeps
+from gradinv_lib.runtime.sweep_store import SweepFailed
+from gradinv_lib.runtime.sweeps import Job, PortableContext, executor_settings, run_jobs
 from gradinv_lib.studies.batch_scaling import batch_scaling
 from gradinv_lib.studies.common import StudyContext, load_results, load_tensors
-from gradinv_lib import sweeps
-from gradinv_lib.sweep_store import SweepFailed
-from gradinv_lib.sweeps import Job, PortableContext, executor_settings, run_jobs
 
 
 def scaled_seed(ctx, factor):
@@ -177,7 +177,7 @@ def test_a_worker_whose_parent_is_gone_exits():
     """The watchdog of every 'processes' worker: once its parent is not the one it was started
     by (a killed notebook kernel), the worker exits instead of idling with its memory."""
     import subprocess
-    code = ("import os; from gradinv_lib.sweeps import exit_with_parent; "
+    code = ("import os; from gradinv_lib.runtime.sweeps import exit_with_parent; "
             "exit_with_parent(os.getppid() + 1, poll_s=0.01)")
     done = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert done.returncode == 1

@@ -13,22 +13,22 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from conftest import tiny_classifier
 from torch import nn
 
-from conftest import tiny_classifier
-from gradinv_lib.attack import build_objective, gradinversion
-from gradinv_lib.batch_labels import recover_batch_labels
-from gradinv_lib.checkpoint import FILENAME, FORMAT, load_checkpoint
-from gradinv_lib.cli import main
-from gradinv_lib.client import ClientUpdate, load_update, save_update, simulate_client
-from gradinv_lib.config import InversionConfig
+from gradinv_lib.attack.batch_labels import recover_batch_labels
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.labels import evaluate_label_recovery, recover_labels, recover_labels_from_update
+from gradinv_lib.attack.pipeline import build_objective, gradinversion
+from gradinv_lib.cli.app import main
 from gradinv_lib.data import embedded_cifar10, sample_batch
 from gradinv_lib.errors import GradInvError, InputError, MissingAssetError
-from gradinv_lib.experiments import attack_batch, load_originals
-from gradinv_lib.labels import evaluate_label_recovery, recover_labels, recover_labels_from_update
+from gradinv_lib.experiments.run import attack_batch, load_originals
+from gradinv_lib.federated.client import ClientUpdate, load_update, save_update, simulate_client
 from gradinv_lib.metrics import LPIPSUnavailable, lpips_metric, psnr
 from gradinv_lib.models import build_model
 from gradinv_lib.models.base import ImageClassifier
+from gradinv_lib.runtime.checkpoint import FILENAME, FORMAT, load_checkpoint
 
 TINY = InversionConfig(iterations=2, seeds=1, group="none", warmup=0, log_every=1)
 CIFAR = ["--model", "resnet18_cifar", "--dataset", "cifar10", "--resolution", "32", "--device", "cpu"]

@@ -9,14 +9,14 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from test_update_formats import local_weights, quick_model, save_npz_list
 
-from gradinv_lib.cli import main
-from gradinv_lib.client import simulate_client
+from gradinv_lib.cli.app import main
 from gradinv_lib.data import embedded_cifar10
 from gradinv_lib.errors import InputError
-from gradinv_lib.update_checks import absent_class_calibration, check_plausible
-from gradinv_lib.update_formats import read_update
-from test_update_formats import local_weights, quick_model, save_npz_list
+from gradinv_lib.federated.client import simulate_client
+from gradinv_lib.federated.update_checks import absent_class_calibration, check_plausible
+from gradinv_lib.federated.update_formats import read_update
 
 LR = 0.1
 MODEL = ["--model", "lenet_bn", "--weights", "random", "--dataset", "cifar10", "--device", "cpu"]

@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gradinv_lib.attack import gradinversion
-from gradinv_lib.client import save_update, simulate_client, trainable_parameters
-from gradinv_lib.config import InversionConfig
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.labels import recover_labels_from_update
+from gradinv_lib.attack.pipeline import gradinversion
 from gradinv_lib.errors import InputError
-from gradinv_lib.labels import recover_labels_from_update
+from gradinv_lib.federated.client import save_update, simulate_client, trainable_parameters
+from gradinv_lib.federated.update_checks import check_plausible
+from gradinv_lib.federated.update_formats import read_update
 from gradinv_lib.profiles import build_for_dataset
-from gradinv_lib.update_checks import check_plausible
-from gradinv_lib.update_formats import read_update
 
 LR = 0.1
 LABELS = torch.tensor([1, 3, 5, 8])
@@ -179,6 +179,7 @@ def test_torchvision_network_from_flower_npz_with_its_own_names(tmp_path):
     """A user's torchvision ResNet-18 (wrap_model), FedAvg K=2: the local weights and the global
     ones as Flower's .npz lists in the network's own state_dict order (no 'body.')."""
     import torchvision
+
     from gradinv_lib.models import wrap_model
     net = torchvision.models.resnet18(num_classes=10)
     model = wrap_model(net, input_size=32)

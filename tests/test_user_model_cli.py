@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from gradinv_lib.cli import main
+from gradinv_lib.cli.app import main
 from gradinv_lib.data import embedded_cifar10
 
 LR = 0.01

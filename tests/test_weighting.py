@@ -3,10 +3,10 @@ profile's network: the parts of issue 11's "balanced objective"."""
 
 import torch
 
-from gradinv_lib.attack import gradinversion
-from gradinv_lib.client import simulate_client
-from gradinv_lib.config import WEIGHTINGS, InversionConfig
+from gradinv_lib.attack.config import WEIGHTINGS, InversionConfig
+from gradinv_lib.attack.pipeline import gradinversion
 from gradinv_lib.data import load_pool, sample_batch
+from gradinv_lib.federated.client import simulate_client
 from gradinv_lib.models import build_model
 from gradinv_lib.profiles import get_profile
 

@@ -9,10 +9,10 @@ import torch
 import torchvision
 from torch import nn
 
-from gradinv_lib.attack import gradinversion
-from gradinv_lib.client import simulate_client
-from gradinv_lib.config import InversionConfig
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.pipeline import gradinversion
 from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import simulate_client
 from gradinv_lib.models import wrap_model
 
 TWO_STEPS = InversionConfig(iterations=2, seeds=1, group="none", warmup=0, log_every=1)

@@ -1,5 +1,5 @@
 """``gradinv course release`` (student versions through nbgrader's generate_assignment) and
-``gradinv course grade DIR`` (nbgrader's autograde of DIR/<student>/<assignment>/). ``cli.py``
+``gradinv course grade DIR`` (nbgrader's autograde of DIR/<student>/<assignment>/). ``cli/app.py``
 wires the command with :data:`COMMAND`."""
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ def add_cli_arguments(p) -> None:
 
 
 def run_cli(args) -> int:
-    from ..command_setup import print_json
-    from ..errors import InputError
+    from gradinv_lib.cli.setup import print_json
+    from gradinv_lib.errors import InputError
+
     from .grader import grade, release
 
     if args.course_command == "release":

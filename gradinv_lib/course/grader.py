@@ -16,7 +16,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from ..errors import GradInvError, InputError, MissingAssetError
+from gradinv_lib.errors import GradInvError, InputError, MissingAssetError
+
 from . import ASSIGNMENTS
 
 COURSE_ID = "gradinv"
@@ -24,7 +25,7 @@ COURSE_ID = "gradinv"
 
 def course_folder() -> Path:
     """notebooks/course/ of the checkout this process runs in."""
-    from ..studies.common import repo_root
+    from gradinv_lib.studies.common import repo_root
     return repo_root() / "notebooks" / "course"
 
 

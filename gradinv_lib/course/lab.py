@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..bn_stats import bn_mode
-from ..client import ClientUpdate, simulate_client, target_gradients
-from ..config import InversionConfig
-from ..data import load_pool, sample_batch
-from ..errors import InputError
-from ..inversion import InversionResult, run_inversion
-from ..labels import recover_labels_from_update
-from ..metrics import match_by_labels, penultimate_features, pixel_correlation_nn, psnr, reference_images
-from ..models import build_model
-from ..objectives import AttackState, Term
-from ..seed_gradients import per_seed_gradients
+from gradinv_lib.attack.bn_stats import bn_mode
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.attack.inversion import InversionResult, run_inversion
+from gradinv_lib.attack.labels import recover_labels_from_update
+from gradinv_lib.attack.objectives import AttackState, Term
+from gradinv_lib.attack.seed_gradients import per_seed_gradients
+from gradinv_lib.data import load_pool, sample_batch
+from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import ClientUpdate, simulate_client, target_gradients
+from gradinv_lib.metrics import match_by_labels, penultimate_features, pixel_correlation_nn, psnr, reference_images
+from gradinv_lib.models import build_model
 
 QUICK_MODEL, QUICK_RESOLUTION = "lenet_bn", 32   # the quick profile's network and image side
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..plotting import image_grid
+from gradinv_lib.plotting import image_grid
+
 from . import lab
 
 

@@ -1,11 +1,11 @@
 """Real images and labels for gradinv: foolbox's embedded ImageNet/CIFAR-10 photos, a larger
 pseudo-labelled pool of real photo crops, a local ImageNet folder, and a batch sampler."""
 
-from gradinv_lib.data.embedded import embedded_cifar10, embedded_cifar100, embedded_imagenet, foolbox_data_dir
-from gradinv_lib.data.imagenet import ImageNetFolder, imagenet_root
-from gradinv_lib.data.images import LabelledImages, concat_labelled, crop_box, load_rgb, preprocess
-from gradinv_lib.data.pool import build_pool_manifest, load_pool, read_manifest, write_manifest
-from gradinv_lib.data.sampler import sample_batch
+from .embedded import embedded_cifar10, embedded_cifar100, embedded_imagenet, foolbox_data_dir
+from .imagenet import ImageNetFolder, imagenet_root
+from .images import LabelledImages, concat_labelled, crop_box, load_rgb, preprocess
+from .pool import build_pool_manifest, load_pool, read_manifest, write_manifest
+from .sampler import sample_batch
 
 __all__ = [
     "LabelledImages",

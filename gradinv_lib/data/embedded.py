@@ -8,8 +8,9 @@ import importlib.util
 import re
 from pathlib import Path
 
-from gradinv_lib.data.images import LabelledImages, load_rgb, preprocess, stack_labelled, to_tensor01
 from gradinv_lib.errors import MissingAssetError
+
+from .images import LabelledImages, load_rgb, preprocess, stack_labelled, to_tensor01
 
 FOOLBOX_PIN = "foolbox==3.3.4"
 _NAME = re.compile(r"^(?P<set>[A-Za-z0-9]+)_(?P<index>\d+)_(?P<label>\d+)\.(?:jpg|png)$")

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from gradinv_lib.data.images import LabelledImages, load_rgb, preprocess, stack_labelled
 from gradinv_lib.errors import InputError, MissingAssetError
+
+from .images import LabelledImages, load_rgb, preprocess, stack_labelled
 
 ENV_VAR = "GRADINV_IMAGENET"
 NUM_CLASSES = 1000

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from gradinv_lib.data.embedded import FOOLBOX_PIN, embedded_files
-from gradinv_lib.data.images import LabelledImages, crop_box, load_rgb, preprocess, stack_labelled
 from gradinv_lib.errors import InputError, MissingAssetError
+
+from .embedded import FOOLBOX_PIN, embedded_files
+from .images import LabelledImages, crop_box, load_rgb, preprocess, stack_labelled
 
 MANIFEST_PATH = Path(__file__).resolve().parents[2] / "data" / "pseudo_pool.json"
 MANIFEST_VERSION = 1

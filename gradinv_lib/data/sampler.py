@@ -7,8 +7,9 @@ import math
 
 import torch
 
-from gradinv_lib.data.images import LabelledImages
 from gradinv_lib.errors import InputError
+
+from .images import LabelledImages
 
 
 def make_generator(seed=None) -> torch.Generator | None:

@@ -1,5 +1,5 @@
 """What a defended client shares: :func:`defended_update` applies a defence's stages to the client
-simulation (the attacker receives an ordinary :class:`~gradinv_lib.client.ClientUpdate` and is
+simulation (the attacker receives an ordinary :class:`~gradinv_lib.federated.client.ClientUpdate` and is
 never told which defence ran), :func:`clean_update` is the undefended update of the same images,
 and :func:`update_cosine` the utility measure between the two."""
 
@@ -10,8 +10,9 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from ..client import ClientUpdate, simulate_client
-from ..errors import InputError
+from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import ClientUpdate, simulate_client
+
 from .configs import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, PrivateBN,
                       SecureAggregation, compose)
 from .dp import dp_epsilon, dp_sgd_update

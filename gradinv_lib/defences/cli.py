@@ -3,7 +3,7 @@ the utility the defence left (cosine to the clean update) and DP's epsilon.
 
 A command of its own rather than ``gradinv invert --defence``: a defence may need more images than
 the client's batch (a larger batch, other clients for an aggregation), reports utility and
-epsilon that inverting a saved update cannot, and leaves ``invert`` unchanged. ``cli.py`` wires
+epsilon that inverting a saved update cannot, and leaves ``invert`` unchanged. ``cli/app.py`` wires
 it with :func:`add_cli_arguments` and :func:`run_cli`.
 """
 
@@ -14,7 +14,7 @@ import math
 
 def add_cli_arguments(p) -> None:
     """``gradinv defend`` options, after the model and data options every command shares."""
-    from ..command_setup import model_data_args
+    from gradinv_lib.cli.setup import model_data_args
     model_data_args(p)
     p.add_argument("--defence", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
                    help="a defence, e.g. prune:keep=0.1, dp:clip=20,noise=0.001, mixup:weight=0.5, "
@@ -30,10 +30,11 @@ def add_cli_arguments(p) -> None:
 def run_cli(args) -> int:
     """Run ``gradinv defend`` from parsed ``args``: draw batch_size images (plus those the defence
     needs besides) with --seed, run the defence, attack what the server receives, save and print."""
-    from ..attack import gradinversion
-    from ..command_setup import print_json, setup
-    from ..data import sample_batch
-    from ..experiments import available_lpips, evaluate_attack, save_attack
+    from gradinv_lib.attack.pipeline import gradinversion
+    from gradinv_lib.cli.setup import print_json, setup
+    from gradinv_lib.data import sample_batch
+    from gradinv_lib.experiments.run import available_lpips, evaluate_attack, save_attack
+
     from . import clean_update, compose, defended_update, epsilon, images_needed, parse_defence, update_cosine
 
     profile, model, dataset = setup(args)

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import InputError
+from gradinv_lib.errors import InputError
 
 STAGES = ("data", "step", "update", "server")
 
@@ -134,7 +134,7 @@ class PrivateBN(Defence):
 class FedAvg(Defence):
     """``local_steps`` SGD steps of rate ``lr`` over consecutive mini-batches of
     ``local_batch_size`` images (None: the whole batch) before sharing (w0 - wK) / lr
-    (:func:`gradinv_lib.client.simulate_client`); K = 1 over the whole batch is FedSGD."""
+    (:func:`gradinv_lib.federated.client.simulate_client`); K = 1 over the whole batch is FedSGD."""
 
     name: ClassVar[str] = "fedavg"
     stage: ClassVar[str] = "step"

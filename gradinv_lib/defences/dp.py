@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..client import ClientUpdate, trainable_parameters, validate_images01, validate_labels
+from gradinv_lib.federated.client import ClientUpdate, trainable_parameters, validate_images01, validate_labels
+
 from .configs import DPSGD
 
 

@@ -1,5 +1,5 @@
 """One attack stage of ``gradinv gpu-report``: a timed probe of its per-iteration cost, and the run
-itself (eq. 1 by :func:`~gradinv_lib.attack.gradinversion`), checkpointed every chunk and stopped
+itself (eq. 1 by :func:`~gradinv_lib.attack.pipeline.gradinversion`), checkpointed every chunk and stopped
 at a chunk's end when the call's deadline is near, so that the next call resumes it; a finished
 run is scored beside the noise start and the mean-colour oracle and saved with its grid."""
 
@@ -10,13 +10,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..attack import gradinversion
-from ..checkpoint import InversionInterrupted, load_checkpoint
-from ..experiments import available_lpips, evaluate_attack, save_attack
-from ..io import provenance, write_json_atomic
-from ..metrics.identification import pixel_correlation_nn
-from ..registration import REGISTRATIONS
-from ..studies.aggregate import reference_scores
+from gradinv_lib.attack.pipeline import gradinversion
+from gradinv_lib.experiments.run import available_lpips, evaluate_attack, save_attack
+from gradinv_lib.io import provenance, write_json_atomic
+from gradinv_lib.metrics.identification import pixel_correlation_nn
+from gradinv_lib.registration import REGISTRATIONS
+from gradinv_lib.runtime.checkpoint import InversionInterrupted, load_checkpoint
+from gradinv_lib.studies.aggregate import reference_scores
+
 from .budget import OutOfTime
 from .stages import StageSpec, attack_config
 

@@ -1,5 +1,5 @@
 """The bench stage of ``gradinv gpu-report``: ``gradinv bench``'s measurements at the paper's
-setting and the loop's profile (:mod:`gradinv_lib.bench_profile`), run whole when the call has the
+setting and the loop's profile (:mod:`gradinv_lib.bench.profile`), run whole when the call has the
 time the plan predicted for it, else left for the next call."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..bench_profile import bench_with_profile, format_profile
-from ..io import provenance, write_json_atomic
+from gradinv_lib.bench.profile import bench_with_profile, format_profile
+from gradinv_lib.io import provenance, write_json_atomic
+
 from .stages import StageSpec
 
 SUMMARY_KEYS = ("train_ms", "bare_ms", "loop_ms", "loop_over_bare", "loop_over_train",

@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from ..errors import InputError
+from gradinv_lib.errors import InputError
 
 
 class OutOfTime(Exception):

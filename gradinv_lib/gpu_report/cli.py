@@ -1,5 +1,5 @@
 """``gradinv gpu-report``: the GPU evidence of the companion in one call that plans itself into the
-minutes it is given (see :mod:`gradinv_lib.gpu_report`). ``cli.py`` wires it with
+minutes it is given (see :mod:`gradinv_lib.gpu_report`). ``cli/app.py`` wires it with
 :func:`add_cli_arguments` and :func:`run_cli`."""
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def add_cli_arguments(p) -> None:
 def run_cli(args) -> int:
     """Run one call; prints the report (exit 0 when every planned stage is done, 3 when some are
     left for another call)."""
-    from ..command_setup import print_json, resolve_device
+    from gradinv_lib.cli.setup import print_json, resolve_device
+
     from .budget import Clock
     from .report import format_report
     from .run import run_report

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from ..client import simulate_client
-from ..data import sample_batch
-from ..profiles import build_for_dataset, load_dataset
+from gradinv_lib.data import sample_batch
+from gradinv_lib.federated.client import simulate_client
+from gradinv_lib.profiles import build_for_dataset, load_dataset
+
 from .stages import StageSpec
 
 

@@ -9,12 +9,13 @@ import math
 import time
 from pathlib import Path
 
-from ..attack import build_objective
-from ..bench import BenchCase, loop_step, setup_case
-from ..bench_timing import interleaved_medians
-from ..errors import InputError
-from ..inversion import InversionLoop
-from ..io import provenance, write_json_atomic
+from gradinv_lib.attack.inversion import InversionLoop
+from gradinv_lib.attack.pipeline import build_objective
+from gradinv_lib.bench.speed import BenchCase, loop_step, setup_case
+from gradinv_lib.bench.timing import interleaved_medians
+from gradinv_lib.errors import InputError
+from gradinv_lib.io import provenance, write_json_atomic
+
 from . import attack_stage
 from .stages import StageSpec
 

@@ -11,7 +11,7 @@ import tarfile
 import warnings
 from pathlib import Path
 
-from ..io import atomic_write, write_json_atomic
+from gradinv_lib.io import atomic_write, write_json_atomic
 
 PART_BYTES = 15 * 2**20   # under a 16 MiB per-file limit
 MAX_FILES = 8             # files a device returns from $OUT

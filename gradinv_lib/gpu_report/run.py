@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..checkpoint import InversionInterrupted
-from ..io import provenance
+from gradinv_lib.io import provenance
+from gradinv_lib.runtime.checkpoint import InversionInterrupted
+
 from . import attack_stage, bench_stage
 from .budget import Clock, OutOfTime
 from .materials import Materials

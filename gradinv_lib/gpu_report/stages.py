@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..config import InversionConfig
-from ..errors import InputError
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def attack_config(spec: StageSpec, iterations: int, every: int, amp: bool, seed:
     consensus with several seeds, checkpoints and progress every ``every`` iterations;
     registration every min(100, 2.5%) iterations after the first quarter (the paper: 100 of 20K
     after 5K)."""
-    from ..profiles import get_profile
+    from gradinv_lib.profiles import get_profile
     base = (get_profile(spec.profile).config if spec.profile
             else InversionConfig(warmup=min(50, max(1, iterations // 20))))
     return base.replace(

@@ -60,7 +60,7 @@ def present_names(path: Path = PRESENT) -> set[str]:
 def without_dependencies() -> dict[str, str]:
     """Assets installed with ``--no-deps`` (their declared dependencies are not needed):
     canonical name -> pinned version."""
-    from ..models.cifar10_cnn import PIP as CIFAR10_CNN  # the trained CNN's Keras file
+    from gradinv_lib.models.cifar10_cnn import PIP as CIFAR10_CNN  # the trained CNN's Keras file
     pins = [Requirement(CIFAR10_CNN)]
     return {canonicalize_name(r.name): str(r.specifier).lstrip("=") for r in pins}
 

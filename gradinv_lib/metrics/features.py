@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..bn_stats import bn_mode
-from ..errors import MissingAssetError
+from gradinv_lib.attack.bn_stats import bn_mode
+from gradinv_lib.errors import MissingAssetError
+
 from .pixel import check_pair
 
 LITE0_NAME = "efficientnet_lite0"
@@ -81,7 +82,7 @@ def lite0_model(device: str = "cpu"):
 
     Raises :class:`Lite0FeaturesUnavailable` when its weights package is absent.
     """
-    from ..models import build_model  # the model registry is heavy and imports this package's users
+    from gradinv_lib.models import build_model  # the model registry is heavy and imports this package's users
 
     try:
         return build_model(LITE0_NAME, weights="default", device=device)

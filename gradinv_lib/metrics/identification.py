@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import InputError
+from gradinv_lib.errors import InputError
+
 from .features import features_of
 
 
@@ -20,7 +21,7 @@ def pool_source_groups(ids=None, manifest_path=None) -> Tensor:
 
     Shape: returns (P,) long.
     """
-    from ..data.pool import entry_id, read_manifest  # data imports are heavy; only when asked
+    from gradinv_lib.data.pool import entry_id, read_manifest  # data imports are heavy; only when asked
 
     entries = read_manifest(manifest_path)["entries"]
     numbers: dict[str, int] = {}

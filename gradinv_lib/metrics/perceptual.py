@@ -10,7 +10,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..errors import InputError, MissingAssetError
+from gradinv_lib.errors import InputError, MissingAssetError
+
 from .pixel import check_pair as _check_pair
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"

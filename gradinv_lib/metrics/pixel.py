@@ -12,8 +12,8 @@ import kornia
 import torch
 from torch import Tensor
 
-from ..errors import InputError
-from ..registration import DEFAULT_BOUNDS, WarpBounds, register_original_onto
+from gradinv_lib.errors import InputError
+from gradinv_lib.registration import DEFAULT_BOUNDS, WarpBounds, register_original_onto
 
 PSNR_CAP_DB = 100.0  # PSNR reported for identical images (MSE 0), instead of inf
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

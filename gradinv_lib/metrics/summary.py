@@ -11,7 +11,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from ..errors import InputError
+from gradinv_lib.errors import InputError
+
 from .features import LITE0, Lite0FeaturesUnavailable, feature_distance
 from .pixel import IMAGENET_MEAN, IMAGENET_STD, RegistrationFn, check_pair, fft2d_distance, psnr, registered_psnr, ssim
 

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from gradinv_lib.errors import InputError, MissingAssetError
-from gradinv_lib.models.resnet import CIFAR10_MEAN, CIFAR10_STD, load_plain
-from gradinv_lib.models.weights import packaged_file
+
+from .resnet import CIFAR10_MEAN, CIFAR10_STD, load_plain
+from .weights import packaged_file
 
 PACKAGE = "cifar_10_model"
 PIP = "cifar-10-model==7.4.0"

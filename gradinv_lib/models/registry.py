@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from gradinv_lib.errors import InputError, MissingAssetError
-from gradinv_lib.models import cifar10_cnn, efficientnet_lite, lenet, resnet, weights
-from gradinv_lib.models.base import ImageClassifier
+
+from . import cifar10_cnn, efficientnet_lite, lenet, resnet, weights
+from .base import ImageClassifier
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from gradinv_lib.errors import InputError
-from gradinv_lib.models.weights import load_checkpoint, load_into, unwrap_state_dict
+
+from .weights import load_checkpoint, load_into, unwrap_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

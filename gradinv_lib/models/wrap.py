@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from gradinv_lib.errors import InputError
-from gradinv_lib.models.base import ImageClassifier
-from gradinv_lib.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+
+from .base import ImageClassifier
+from .resnet import IMAGENET_MEAN, IMAGENET_STD
 
 
 def linear_layers(module: nn.Module) -> list[str]:

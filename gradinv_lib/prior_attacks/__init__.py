@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..bn_stats import bn_mode
-from ..client import ClientUpdate
-from ..errors import InputError
-from ..inversion import InversionResult
+from gradinv_lib.attack.bn_stats import bn_mode
+from gradinv_lib.attack.inversion import InversionResult
+from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import ClientUpdate
+
 from .deepinversion import DeepInversionConfig, deepinversion
 from .dlg import DLGConfig, dlg, idlg
-from .gan_projection import (GANProjectionConfig, biggan_dir, biggan_unavailable_reason, gan_projection,
-                             load_biggan)
+from .gan_projection import GANProjectionConfig, biggan_dir, biggan_unavailable_reason, gan_projection, load_biggan
 from .inverting_gradients import InvertingGradientsConfig, inverting_gradients
 from .loop import LoopSettings, minimise
 from .state import attack_state, per_seed_forward, per_seed_losses

@@ -1,6 +1,6 @@
 """Pieces every prior attack shares: the starting noise (the same as GradInversion's for the same
 seed), the image box, the client's target gradients, and packing the outcome as an
-:class:`~gradinv_lib.inversion.InversionResult` so ``experiments.evaluate_attack`` scores it."""
+:class:`~gradinv_lib.attack.inversion.InversionResult` so ``experiments.evaluate_attack`` scores it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from ..client import ClientUpdate, check_update_fits, target_gradients
-from ..errors import InputError
-from ..inversion import InversionResult, image_box
+from gradinv_lib.attack.inversion import InversionResult, image_box
+from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import ClientUpdate, check_update_fits, target_gradients
+
 from .loop import LoopResult
 
 
@@ -34,7 +35,7 @@ def device_of(model) -> torch.device:
 
 def start_images(model, update: ClientUpdate, seeds: int, seed: int, init_std: float = 1.0) -> Tensor:
     """(G, B, C, H, W) normalised N(0, init_std^2) noise clamped to the box, drawn exactly as
-    :func:`gradinv_lib.inversion.run_inversion` draws it, so every attack starts from one image."""
+    :func:`gradinv_lib.attack.inversion.run_inversion` draws it, so every attack starts from one image."""
     device = device_of(model)
     gen = torch.Generator(device=device).manual_seed(seed)
     lo, hi = image_box(model, device)

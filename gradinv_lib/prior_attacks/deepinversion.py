@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..attack import bn_targets
-from ..client import ClientUpdate
-from ..errors import InputError
-from ..inversion import InversionResult
-from ..objectives import BNPrior, ClassificationLoss, L2Prior, TotalVariation
+from gradinv_lib.attack.inversion import InversionResult
+from gradinv_lib.attack.objectives import BNPrior, ClassificationLoss, L2Prior, TotalVariation
+from gradinv_lib.attack.pipeline import bn_targets
+from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import ClientUpdate
+
 from .common import AttackConfig, box_projection, device_of, pack_result, require_labels, start_images
 from .loop import LoopSettings, minimise
 from .state import attack_state

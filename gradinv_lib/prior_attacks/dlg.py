@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..client import ClientUpdate
-from ..errors import InputError
-from ..inversion import InversionResult
-from ..labels import LABEL_RULES, recover_labels_from_update
-from ..objectives import GradientMatching
+from gradinv_lib.attack.inversion import InversionResult
+from gradinv_lib.attack.labels import LABEL_RULES, recover_labels_from_update
+from gradinv_lib.attack.objectives import GradientMatching
+from gradinv_lib.errors import InputError
+from gradinv_lib.federated.client import ClientUpdate
+
 from .common import AttackConfig, device_of, gradient_targets, pack_result, start_images
 from .loop import LoopSettings, minimise
 from .state import attack_state

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..client import ClientUpdate
-from ..errors import InputError, MissingAssetError
-from ..inversion import InversionResult
-from ..objectives import GradientMatching
+from gradinv_lib.attack.inversion import InversionResult
+from gradinv_lib.attack.objectives import GradientMatching
+from gradinv_lib.errors import InputError, MissingAssetError
+from gradinv_lib.federated.client import ClientUpdate
+
 from .common import AttackConfig, device_of, gradient_targets, pack_result, require_labels
 from .loop import LoopSettings, minimise
 from .state import attack_state

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..client import ClientUpdate
-from ..inversion import InversionResult
-from ..labels import recover_labels_from_update
-from ..objectives import GradientMatching, TotalVariation
+from gradinv_lib.attack.inversion import InversionResult
+from gradinv_lib.attack.labels import recover_labels_from_update
+from gradinv_lib.attack.objectives import GradientMatching, TotalVariation
+from gradinv_lib.federated.client import ClientUpdate
+
 from .common import AttackConfig, box_projection, device_of, gradient_targets, pack_result, start_images
 from .loop import LoopSettings, minimise
 from .state import attack_state, per_seed_losses

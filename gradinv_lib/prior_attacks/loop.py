@@ -12,8 +12,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..errors import InputError
-from ..schedule import cosine_with_warmup
+from gradinv_lib.attack.schedule import cosine_with_warmup
+from gradinv_lib.errors import InputError
 
 OPTIMIZERS = ("adam", "signed_adam", "lbfgs")
 

@@ -9,9 +9,9 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor
 
-from ..bn_stats import record_bn_inputs
-from ..objectives import AttackState, Objective
-from ..seed_gradients import per_seed_gradients
+from gradinv_lib.attack.bn_stats import record_bn_inputs
+from gradinv_lib.attack.objectives import AttackState, Objective
+from gradinv_lib.attack.seed_gradients import per_seed_gradients
 
 
 def per_seed_forward(model, images: Tensor, with_bn: bool = False):

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import time
 
-from .. import paper_results
+from gradinv_lib import paper_results
+
 from .aggregate import mark_directions
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
 from .runs import full_method_iterations, objective_configs
@@ -123,7 +124,7 @@ def claims(out, tables=tuple(TABLE_TITLES)) -> str:
 # ----------------------------------------------------------------------------- plots (cache only)
 def plot_image_rows(out, name: str, title: str, pdf: bool = True):
     """The cached originals and reconstructions of ``name`` (table2_images / table3_images) as a grid."""
-    from ..plotting import image_grid
+    from gradinv_lib.plotting import image_grid
     rows = load_tensors(out, name)
     table = {"table2_images": "table2_ablation", "table3_images": "table3_strength"}.get(name)
     if table:  # the originals, then the table's row order (runs finish in any order)

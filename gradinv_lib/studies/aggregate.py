@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import torch
 
-from ..metrics import evaluate_reconstruction, reference_images
+from gradinv_lib.metrics import evaluate_reconstruction, reference_images
 
 # Metrics where smaller is better; every other metric is better when larger.
 LOWER_IS_BETTER = ("fft2d", "lpips", "feature_dist")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..data import LabelledImages, sample_batch
-from ..sweeps import Job, run_jobs
+from gradinv_lib.data import LabelledImages, sample_batch
+from gradinv_lib.runtime.sweeps import Job, run_jobs
+
 from .aggregate import METRIC_NAMES, VERDICT_WORDS, claim_lines, direction_holds, mark_directions
 from .common import (StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors,
                      stopping_text)
@@ -212,7 +213,7 @@ def plot_metrics(out, pdf: bool = True):
 
 def plot_grids(out, pdf: bool = True, max_columns: int = 8):
     """Fig. 7: originals above reconstructions of each size's first batch (first ``max_columns``)."""
-    from ..plotting import image_grid
+    from gradinv_lib.plotting import image_grid
     record = load_results(out, "batch_scaling")
     rows = {}
     for b in record["settings"]["batch_sizes"]:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, MissingAssetError
-from ..io import atomic_write, provenance, write_json_atomic
-from ..nodes import computed_on
+from gradinv_lib.errors import InputError, MissingAssetError
+from gradinv_lib.io import atomic_write, provenance, write_json_atomic
+from gradinv_lib.runtime.nodes import computed_on
 
 
 def repo_root() -> Path:
@@ -121,7 +121,7 @@ class StudyContext:
     _datasets: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        from ..profiles import default_device, get_profile
+        from gradinv_lib.profiles import default_device, get_profile
         self.profile = get_profile(self.profile_name)
         self.device = self.device or default_device()
         self.key = result_parameters(self.profile_name, self.seed, self.resolution, self.parameters)
@@ -139,7 +139,7 @@ class StudyContext:
 
     def model(self, name: str | None = None, weights: str | None = None):
         """A model by name (default: the profile's), cached; ``weights`` 'default' | 'random'."""
-        from ..profiles import build_for_dataset
+        from gradinv_lib.profiles import build_for_dataset
         key = (name or self.profile.model, weights or self.profile.weights)
         if key not in self._models:
             self._models[key] = build_for_dataset(key[0], key[1], self.profile.dataset,
@@ -148,7 +148,7 @@ class StudyContext:
 
     def dataset(self, resolution: int | None = None):
         """The profile's labelled images (the pool offline) at ``resolution`` (default: the context's)."""
-        from ..profiles import load_dataset
+        from gradinv_lib.profiles import load_dataset
         resolution = int(resolution or self.resolution)
         if resolution not in self._datasets:
             self._datasets[resolution] = load_dataset(self.profile.dataset, resolution)
@@ -162,8 +162,27 @@ class StudyContext:
 
     def _repr_markdown_(self) -> str:
         """What a notebook shows for the context: the mode, the folder and the settings, readable."""
-        from .reading import context_markdown
-        return context_markdown(self)
+        if self.reading:
+            mode = (f"**Reading mode**: the results below are read from `{shown(self.out)}`, computed with "
+                    "these parameters; nothing is recomputed (`RECOMPUTE = True` computes them again, into "
+                    "a scratch folder).")
+        else:
+            mode = (f"**Compute mode**: the compute cells write to `{shown(self.out)}`"
+                    + (" (`RECOMPUTE = True`)" if self.recompute else
+                       " (parameters that differ from those of the committed results)" if self.parameters else "")
+                    + "; `figures/` is left as it is.")
+        settings = (f"Profile `{self.profile_name}` (model `{self.profile.model}`, {self.resolution} px), "
+                    f"seed {self.seed}, device `{self.device}`.")
+        notes = f"<details><summary>Profile notes</summary>\n\n{self.profile.notes}\n\n</details>"
+        return f"{mode}\n\n{settings}\n\n{notes}"
+
+
+def shown(path) -> str:
+    """``path`` relative to the checkout when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
 
 
 # ----------------------------------------------------------------------------- cached results
@@ -216,7 +235,7 @@ def load_results(out: str | Path | StudyContext, name: str) -> dict:
 
 
 def save_tensors(ctx: StudyContext, name: str, tensors: dict) -> Path:
-    from ..io import torch_save_atomic
+    from gradinv_lib.io import torch_save_atomic
     return torch_save_atomic({k: v.detach().cpu().clone() if torch.is_tensor(v) else v  # no shared storage
                               for k, v in tensors.items()},
                              ctx.out / f"{name}.pt")
@@ -276,7 +295,7 @@ def figure_paths(ctx_or_out, name: str) -> Path:
 
 def save_study_figure(fig, out, name: str, pdf: bool = False) -> Path:
     """Save ``fig`` as ``<results folder>/<name>.png`` (and .pdf) and return the PNG's path."""
-    from ..plotting import save_figure
+    from gradinv_lib.plotting import save_figure
     path = figure_paths(out, name)
     save_figure(fig, path, pdf=pdf)
     return path

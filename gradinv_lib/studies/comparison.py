@@ -18,11 +18,12 @@ import time
 
 import torch
 
-from .. import paper_results
-from ..compare import TABLE4_ATTACKS, default_configs
-from ..errors import MissingAssetError
-from ..prior_attacks import biggan_unavailable_reason
-from ..sweeps import Job, run_jobs
+from gradinv_lib import paper_results
+from gradinv_lib.errors import MissingAssetError
+from gradinv_lib.experiments.compare import TABLE4_ATTACKS, default_configs
+from gradinv_lib.prior_attacks import biggan_unavailable_reason
+from gradinv_lib.runtime.sweeps import Job, run_jobs
+
 from .aggregate import mark_directions
 from .common import StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors
 from .identifiability import per_image_gradient_norms
@@ -150,7 +151,7 @@ def claims(out, fig5: bool = True) -> str:
 
 
 def plot_fig5(out, pdf: bool = True):
-    from ..plotting import image_grid
+    from gradinv_lib.plotting import image_grid
     images = load_tensors(out, "fig5_images")
     rows = {r["row"]: r for r in load_results(out, "fig5_batch1")["rows"]}
     titles = [name if name not in rows else f"{name}\nPSNR {rows[name]['psnr']:.1f}" for name in images]

@@ -210,7 +210,7 @@ def plot_grids(out, pdf: bool = True) -> list:
     where a point holds fewer images)."""
     import torch
 
-    from ..plotting import image_grid
+    from gradinv_lib.plotting import image_grid
 
     record, tensors = load_results(out, RESULTS), load_tensors(out, "defence_images")
     paths = []

@@ -11,11 +11,12 @@ import math
 
 import torch
 
-from ..attack import gradinversion
-from ..client import simulate_client
-from ..defences import (DPSGD, Defence, LargerBatch, MixUp, NoDefence, clean_update, defence_from_dict,
-                        defended_update, epsilon, mix_batch, per_sample_norms, update_cosine)
-from ..experiments import evaluate_attack
+from gradinv_lib.attack.pipeline import gradinversion
+from gradinv_lib.defences import (DPSGD, Defence, LargerBatch, MixUp, NoDefence, clean_update, defence_from_dict,
+                                  defended_update, epsilon, mix_batch, per_sample_norms, update_cosine)
+from gradinv_lib.experiments.run import evaluate_attack
+from gradinv_lib.federated.client import simulate_client
+
 from .common import StudyContext
 from .runs import METRICS, client_bn_mode, identification, lpips_for, run_key
 from .tables import reference_rows

@@ -39,19 +39,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..data import sample_batch
-from ..defences import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, PrivateBN,
-                        SecureAggregation, images_needed)
-from ..errors import InputError
-from ..fedavg import is_fedsgd
-from ..sweeps import Job, run_jobs
+from gradinv_lib.data import sample_batch
+from gradinv_lib.defences import (DPSGD, Defence, FedAvg, GradientPruning, LargerBatch, MixUp, NoDefence, PrivateBN,
+                                  SecureAggregation, images_needed)
+from gradinv_lib.errors import InputError
+from gradinv_lib.federated.fedavg import is_fedsgd
+from gradinv_lib.runtime.sweeps import Job, run_jobs
+
 from .aggregate import aggregate_rows
 from .batch_scaling import scaling_config
 from .common import StudyContext, pick, save_results, save_tensors
 from .defence_report import (claims, conclusion, plot_grids, plot_tradeoff,  # noqa: F401 (the notebook's study.*)
                              with_privacy_words)
 from .defence_runs import defence_job, defence_key, dp_clip
-from .runs import METRICS, ID_METRICS, batch_seeds, client_bn_mode, pool_gallery
+from .runs import ID_METRICS, METRICS, batch_seeds, client_bn_mode, pool_gallery
 from .tables import reusable_runs
 
 QUICK_ITERATIONS = 400          # budget departure: see the module docstring

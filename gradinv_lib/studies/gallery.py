@@ -8,8 +8,9 @@ import importlib
 import json
 from pathlib import Path
 
-from ..errors import GradInvError
-from ..io import atomic_write
+from gradinv_lib.errors import GradInvError
+from gradinv_lib.io import atomic_write
+
 from .common import markdown_table, repo_root
 from .tables import display_columns
 

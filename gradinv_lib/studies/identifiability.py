@@ -24,10 +24,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .. import paper_results
+from gradinv_lib import paper_results
+
 from .aggregate import VERDICT_WORDS, direction_holds
-from .batch_scaling import (BATCHES, PAPER_BATCH_SIZES, QUICK_BATCH_SIZES, RECONSTRUCTION, batch_sweep,
-                            plan_batches, scaling_config, trend_line)
+from .batch_scaling import (BATCHES, PAPER_BATCH_SIZES, QUICK_BATCH_SIZES, RECONSTRUCTION, batch_sweep, plan_batches,
+                            scaling_config, trend_line)
 from .common import StudyContext, load_results, pick, save_results, save_study_figure, stopping_text
 from .runs import pool_gallery
 from .tables import summarise

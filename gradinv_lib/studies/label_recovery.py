@@ -7,11 +7,12 @@ import time
 
 import torch
 
-from .. import paper_results
-from ..client import simulate_client
-from ..data import sample_batch
-from ..experiments import label_summary
-from ..labels import evaluate_label_recovery, recover_label_multiset, recover_labels_from_update
+from gradinv_lib import paper_results
+from gradinv_lib.attack.labels import evaluate_label_recovery, recover_label_multiset, recover_labels_from_update
+from gradinv_lib.data import sample_batch
+from gradinv_lib.experiments.run import label_summary
+from gradinv_lib.federated.client import simulate_client
+
 from .common import StudyContext, load_results, pick, save_results, save_study_figure
 
 QUICK_LABEL_MODEL = ("efficientnet_lite0", "default")   # the one pretrained net offline

@@ -14,9 +14,10 @@ import time
 
 import torch
 
-from ..checkpoint import InversionInterrupted
-from ..data import sample_batch
-from ..widgets.preview import ReconstructionPreview
+from gradinv_lib.data import sample_batch
+from gradinv_lib.runtime.checkpoint import InversionInterrupted
+from gradinv_lib.widgets.preview import ReconstructionPreview
+
 from .aggregate import METRIC_NAMES, VERDICT_WORDS, direction_holds
 from .common import (StudyContext, load_results, load_tensors, pick, save_results, save_study_figure, save_tensors,
                      stopping_text)
@@ -138,9 +139,9 @@ def claims(out) -> str:
 
 def plot_quickstart(out, pdf: bool = True):
     """Originals, noise start and reconstruction; and the progress strip (snapshots over time)."""
-    from ..plotting import class_names, image_grid
+    from gradinv_lib.plotting import class_names, image_grid
     record = load_results(out, "quickstart")
-    from ..profiles import DATASET_CLASSES, get_profile
+    from gradinv_lib.profiles import DATASET_CLASSES, get_profile
     classes = DATASET_CLASSES[get_profile(record["context"]["profile"]).dataset]
     fig = image_grid(load_tensors(out, "quickstart_images"),
                      column_titles=class_names(record["settings"]["recovered_labels"], classes))

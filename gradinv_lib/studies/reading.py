@@ -8,16 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io import write_json_atomic
-from .common import PARAMETERS_FILE, StudyContext, load_results, repo_root, results_dir
+from gradinv_lib.io import write_json_atomic
 
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the checkout when it lies inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(repo_root()))
-    except ValueError:
-        return str(path)
+from .common import PARAMETERS_FILE, StudyContext, load_results, repo_root, results_dir, shown
 
 
 def committed_seconds(profile: str, notebook: str, name: str) -> float | None:
@@ -32,22 +25,6 @@ def duration(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def context_markdown(ctx: StudyContext) -> str:
-    """The context as a notebook shows it: reading or computing, where, and the settings."""
-    if ctx.reading:
-        mode = (f"**Reading mode**: the results below are read from `{_shown(ctx.out)}`, computed with "
-                "these parameters; nothing is recomputed (`RECOMPUTE = True` computes them again, into "
-                "a scratch folder).")
-    else:
-        mode = (f"**Compute mode**: the compute cells write to `{_shown(ctx.out)}`"
-                + (" (`RECOMPUTE = True`)" if ctx.recompute else
-                   " (parameters that differ from those of the committed results)" if ctx.parameters else "")
-                + "; `figures/` is left as it is.")
-    settings = (f"Profile `{ctx.profile_name}` (model `{ctx.profile.model}`, {ctx.resolution} px), seed {ctx.seed}, "
-                f"device `{ctx.device}`.")
-    return f"{mode}\n\n{settings}\n\n<details><summary>Profile notes</summary>\n\n{ctx.profile.notes}\n\n</details>"
-
-
 def cached(ctx: StudyContext, name: str, compute) -> dict:
     """The result ``name``: read from the context's folder in reading mode, else ``compute()``
     (which saves it there). Says in one line which happened and, when computing, how long the
@@ -59,7 +36,7 @@ def cached(ctx: StudyContext, name: str, compute) -> dict:
                          f"{duration(record.get('wall_time_s'))}).</small>"))
         return record
     expected = committed_seconds(ctx.profile_name, ctx.notebook, name)
-    print(f"computing {name} into {_shown(ctx.out)}; the committed run (default parameters, quick profile, "
+    print(f"computing {name} into {shown(ctx.out)}; the committed run (default parameters, quick profile, "
           f"2-core CPU) took {duration(expected)} ...", flush=True)
     record = compute()
     ctx.partial = bool(record.get("partial"))
@@ -78,7 +55,7 @@ def figures(ctx: StudyContext, names: list[str], draw) -> list[Path]:
     if ctx.reading:
         paths = [ctx.out / n for n in names if (ctx.out / n).exists()]
         if not paths:
-            print(f"no cached figure {', '.join(names)} in {_shown(ctx.out)}: RECOMPUTE = True draws it")
+            print(f"no cached figure {', '.join(names)} in {shown(ctx.out)}: RECOMPUTE = True draws it")
     else:
         drawn = draw()
         paths = drawn if isinstance(drawn, list) else [drawn]

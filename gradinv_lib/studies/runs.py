@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import InversionConfig
-from ..data import sample_batch
-from ..errors import InputError, MissingAssetError
-from ..experiments import attack_batch, available_lpips
-from ..io import torch_save_atomic
-from ..metrics import lite0_features, nearest_neighbour_hits, pixel_correlation_nn, pool_source_groups
-from ..metrics.features import lite0_input_side
-from ..nodes import node_facts
+from gradinv_lib.attack.config import InversionConfig
+from gradinv_lib.data import sample_batch
+from gradinv_lib.errors import InputError, MissingAssetError
+from gradinv_lib.experiments.run import attack_batch, available_lpips
+from gradinv_lib.io import torch_save_atomic
+from gradinv_lib.metrics import lite0_features, nearest_neighbour_hits, pixel_correlation_nn, pool_source_groups
+from gradinv_lib.metrics.features import lite0_input_side
+from gradinv_lib.runtime.nodes import node_facts
+
 from .common import StudyContext
 
 METRICS = ("feature_dist", "fft2d", "psnr", "psnr_registered", "ssim", "lpips")
@@ -95,7 +96,7 @@ def pool_gallery(ctx: StudyContext, resolution: int) -> dict:
     pretrained-Lite0 features, source-photo groups (None outside the embedded pool)."""
     key = (ctx.profile.dataset, resolution)
     if key not in _GALLERY:
-        from ..profiles import identification_gallery
+        from gradinv_lib.profiles import identification_gallery
         data = identification_gallery(ctx.profile.dataset, ctx.dataset(resolution))
         try:
             groups = pool_source_groups(ids=data.ids)
@@ -198,7 +199,7 @@ def attack_job(ctx: StudyContext, batch_size: int, batch_seed: int | None, confi
     net = ctx.model(model, weights)
     options = {}
     if method == "gan_projection":
-        from ..compare import gan_generator
+        from gradinv_lib.experiments.compare import gan_generator
         options, reason = gan_generator(None, None, None, batch.images.shape[-1], ctx.device)
         if reason:
             raise MissingAssetError(reason)

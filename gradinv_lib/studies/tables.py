@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import sample_batch
-from ..metrics import noise_start_like
-from ..registration import REGISTRATIONS
-from ..sweeps import Job, run_jobs
-from ..errors import MissingAssetError
+from gradinv_lib.data import sample_batch
+from gradinv_lib.errors import MissingAssetError
+from gradinv_lib.metrics import noise_start_like
+from gradinv_lib.registration import REGISTRATIONS
+from gradinv_lib.runtime.sweeps import Job, run_jobs
+
 from .aggregate import aggregate_rows, claim_lines, reference_scores
 from .common import StudyContext, load_results, result_candidates
 from .runs import (TABLE_METRICS, attack_job, batch_seeds, client_bn_mode, identification, lpips_for, pool_gallery,

@@ -22,12 +22,13 @@ import time
 
 import torch
 
-from ..data import sample_batch
-from ..labels import recover_labels
-from ..profiles import TRAINED_NETWORK_PROFILES
+from gradinv_lib.attack.labels import recover_labels
+from gradinv_lib.data import sample_batch
+from gradinv_lib.errors import MissingAssetError
+from gradinv_lib.profiles import TRAINED_NETWORK_PROFILES
+
 from .ablation import ablation_table, strength_table
 from .aggregate import mark_directions
-from ..errors import MissingAssetError
 from .common import StudyContext, load_results, pick, save_results, save_tensors
 from .identifiability import claims as identifiability_claims
 from .identifiability import iip_study
@@ -54,7 +55,7 @@ def trained_context(ctx: StudyContext) -> StudyContext:
 def _client_forward(model, images01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The client's train-mode forward: (the network's outputs, the final Linear layer's outputs
     before the network's final ReLU, detached)."""
-    from ..bn_stats import bn_mode as client_mode
+    from gradinv_lib.attack.bn_stats import bn_mode as client_mode
     seen = {}
     handle = model.final_layer.register_forward_hook(lambda m, i, o: seen.__setitem__("z", o.detach()))
     try:
@@ -111,7 +112,8 @@ def bn_variants(tctx: StudyContext, batch_size: int | None = None, iterations: i
     """Table 4's GradInversion rows on the trained network: BN_exact (the batch's statistics)
     against BN_approx (the network's real CIFAR-10 running statistics), same batches; BN_exact's
     runs are Table 3's trained row (reused)."""
-    from .. import paper_results
+    from gradinv_lib import paper_results
+
     from .runs import objective_configs
     started = time.perf_counter()
     batch_size, batches = int(pick(batch_size, BATCH_SIZE)), int(pick(batches, BATCHES))

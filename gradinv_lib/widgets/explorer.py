@@ -10,8 +10,9 @@ import base64
 import json
 from pathlib import Path
 
-from ..studies.common import StudyContext, markdown_table, results_dir
-from ..studies.gallery import SECTIONS
+from gradinv_lib.studies.common import StudyContext, markdown_table, results_dir
+from gradinv_lib.studies.gallery import SECTIONS
+
 from .preview import png_row
 
 # result -> (its cached tensors, the committed figure of its reconstructions; {curve} for defences,
@@ -122,7 +123,7 @@ class Explorer:
     def show(self):
         from IPython.display import HTML, Markdown, display
 
-        from ..plotting import class_names
+        from gradinv_lib.plotting import class_names
         self.view.clear_output(wait=True)
         members = self.groups.get(self.row.value, [])
         if not members or self.batch.value is None:

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from ..studies.common import StudyContext
+from gradinv_lib.studies.common import StudyContext
 
 # label -> (defence curve, strength) of studies.defences.make_defence; None: the plain FedSGD client
 DEFENCE_CHOICES = {"none (FedSGD)": None, "gradient pruning, keep 1%": ("pruning", 0.01),
@@ -26,13 +26,14 @@ def expected_seconds(batch_size: int, seeds: int, iterations: int) -> float:
 def attack_once(ctx: StudyContext, batch_size: int, iterations: int, seeds: int, choice, live: bool = True):
     """One defended client and the attack on it; returns (originals in label order, the
     consensus paired with them, the evaluation dict). Raises InputError for a bad combination."""
-    from ..attack import gradinversion
-    from ..data import sample_batch
-    from ..defences import NoDefence, defended_update
-    from ..experiments import evaluate_attack
-    from ..studies.defence_runs import dp_clip
-    from ..studies.defences import make_defence
-    from ..studies.runs import client_bn_mode, study_config
+    from gradinv_lib.attack.pipeline import gradinversion
+    from gradinv_lib.data import sample_batch
+    from gradinv_lib.defences import NoDefence, defended_update
+    from gradinv_lib.experiments.run import evaluate_attack
+    from gradinv_lib.studies.defence_runs import dp_clip
+    from gradinv_lib.studies.defences import make_defence
+    from gradinv_lib.studies.runs import client_bn_mode, study_config
+
     from .preview import ReconstructionPreview
     model, data = ctx.model(), ctx.dataset()
     batch = sample_batch(data, batch_size, seed=ctx.seed)
@@ -61,7 +62,8 @@ def try_it(ctx: StudyContext):
     import ipywidgets as w
     from IPython.display import HTML, display
 
-    from ..errors import GradInvError
+    from gradinv_lib.errors import GradInvError
+
     from .explorer import _img
     style = {"description_width": "90px"}
     batch = w.IntSlider(8, min=1, max=8, description="batch size", style=style)

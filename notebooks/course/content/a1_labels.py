@@ -37,7 +37,7 @@ def cells():
         import torch
 
         from gradinv_lib.course.lab import LabelBench
-        from gradinv_lib.labels import recover_labels   # the reference the tests compare with
+        from gradinv_lib.attack.labels import recover_labels   # the reference the tests compare with
 
         bench = LabelBench(resolution=RESOLUTION)        # pretrained Lite0 features of the pool, once
         labels, dW = bench.batch(8, seed=SEED)           # one batch: its true labels and dW of the last layer

@@ -37,9 +37,9 @@ def cells():
         import torch
         from torch.autograd import gradcheck
 
-        from gradinv_lib.client import target_gradients
+        from gradinv_lib.federated.client import target_gradients
         from gradinv_lib.course.lab import client_batch, parameter_gradients, quick_setting
-        from gradinv_lib.objectives import AttackState, GradientMatching, TotalVariation  # the references
+        from gradinv_lib.attack.objectives import AttackState, GradientMatching, TotalVariation  # the references
 
         model, pool = quick_setting()                      # the quick network (LeNet with BatchNorm, 32 px)
         batch, update = client_batch(BATCH_SIZE, seed=SEED)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gradinv_lib.errors import InputError, MissingAssetError
 from gradinv_lib.io import write_json_atomic
+from gradinv_lib.runtime.slurm_state import cancel_tagged, job_ledger
 from gradinv_lib.studies.common import repo_root
 
 STAMP = ".reproduce_stamp.json"
@@ -69,7 +70,6 @@ def _error_message(exc: Exception) -> str:
 def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: Path,
                  force: bool = False, kernel: str | None = None, progress: bool = True) -> NotebookOutcome:
     """Execute one notebook unless its stamp says its results are current."""
-    import papermill
     results = repo_root() / "figures" / profile / notebook.stem
     stamp_path = results / STAMP
     stamp = notebook_stamp(notebook, profile, parameters)
@@ -81,16 +81,10 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
                                    cpu_seconds=saved.get("cpu_seconds") or 0.0)
     executed.parent.mkdir(parents=True, exist_ok=True)
     started, cpu_before = time.perf_counter(), _children_cpu()
-    children_before = _child_pids()
     try:
         # the one way to refresh figures/: compute (RECOMPUTE) into the committed folder (OUTPUT_DIR)
-        papermill.execute_notebook(str(notebook), str(executed),
-                                   parameters={"PROFILE": profile, **parameters, "OUTPUT_DIR": str(results),
-                                               "RECOMPUTE": True},
-                                   kernel_name=kernel, progress_bar=progress, cwd=str(notebook.parent))
-    except KeyboardInterrupt:
-        stop_kernels(children_before)
-        raise
+        _execute(notebook, executed, {"PROFILE": profile, **parameters, "OUTPUT_DIR": str(results), "RECOMPUTE": True},
+                 kernel, progress)
     except Exception as exc:  # noqa: BLE001 - a failing notebook must not stop the others
         if stamp_path.exists():
             stamp_path.unlink()
@@ -102,6 +96,21 @@ def run_notebook(notebook: Path, profile: str, parameters: dict, executed_dir: P
     return NotebookOutcome(notebook.stem, "ran", seconds, executed, cpu_seconds=cpu)
 
 
+def _execute(notebook: Path, executed: Path, parameters: dict, kernel: str | None, progress: bool) -> None:
+    """papermill; on Ctrl-C, end the kernel it started and cancel the Slurm jobs that the kernel's
+    sweeps submitted (tagged through a ``job_ledger``), whether or not their own cleanup ran."""
+    import papermill
+    children_before = _child_pids()
+    with job_ledger() as ledger:
+        try:
+            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel,
+                                       progress_bar=progress, cwd=str(notebook.parent))
+        except KeyboardInterrupt:
+            stop_kernels(children_before)
+            cancel_tagged(ledger)
+            raise
+
+
 def _child_pids() -> set[int]:
     import psutil
     return {child.pid for child in psutil.Process().children()}
@@ -109,11 +118,10 @@ def _child_pids() -> set[int]:
 
 def stop_kernels(earlier: set[int], grace_s: float = 10.0) -> None:
     """End the notebook kernels this process started (its children not in ``earlier``), after
-    Ctrl-C. A kernel runs in its own
-    session, so a terminal's Ctrl-C never reaches it, and papermill's cleanup does not run when
-    KeyboardInterrupt leaves its event loop: the kernel would go on running its cell (and a Slurm
-    sweep's jobs) as an orphan. SIGTERM first (a sweep cancels its jobs on it), SIGKILL after
-    ``grace_s`` (a sweep's reaper then cancels them)."""
+    Ctrl-C. A kernel runs in its own session, so a terminal's Ctrl-C never reaches it, and
+    papermill's cleanup may not finish when KeyboardInterrupt leaves its event loop: the kernel
+    would go on running its cell as an orphan. SIGTERM first (a sweep cancels its jobs on it),
+    SIGKILL after ``grace_s`` (a sweep's reaper then cancels them; ``_execute`` in any case)."""
     import psutil
     kernels = [child for child in psutil.Process().children() if child.pid not in earlier]
     for kernel in kernels:

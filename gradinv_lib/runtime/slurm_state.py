@@ -1,7 +1,8 @@
 """What a sweep's submitter asks Slurm: the state of each array task (``scontrol`` while the
 controller remembers the job, ``sacct`` after that where the cluster keeps accounting), and
 ``scancel``; a reaper process that cancels the arrays if the submitter dies (a killed notebook
-kernel); and the default time limit of a job in each profile.
+kernel); a ledger through which a parent (``gradinv reproduce``) cancels the jobs its children's
+sweeps submitted; and the default time limit of a job in each profile.
 
 Stdlib only: ``python -m gradinv_lib.runtime.slurm_state reap PID ARRAY...`` starts without torch."""
 
@@ -9,8 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 
 from .nodes import wait_while_parent
 
@@ -114,10 +119,59 @@ def accounting_note() -> str:
     return _SACCT["why"] if _SACCT["available"] is False else ""
 
 
-def cancel(arrays: list[str]) -> None:
-    """scancel the arrays (their finished tasks are unaffected)."""
-    if arrays:
-        _run(["scancel", *arrays])
+def cancel(arrays: list[str]) -> bool:
+    """scancel the arrays (their finished tasks are unaffected); False if scancel failed. scancel
+    runs in its own session and an interrupt of this process does not stop it: a notebook kernel
+    being shut down signals its process group (ipykernel SIGTERMs its children), which killed
+    scancel before its request reached the controller and left the array queued."""
+    if not arrays:
+        return True
+    process = subprocess.Popen(["scancel", *arrays], start_new_session=True, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return process.wait(timeout=60) == 0
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return False
+
+
+LEDGER = "GRADINV_SLURM_LEDGER"
+
+
+@contextmanager
+def job_ledger():
+    """A folder named in ``$GRADINV_SLURM_LEDGER`` for the child processes started inside (a
+    notebook kernel): their sweeps note in it that they submit, and tag each Slurm job with its
+    name (``tag_options``), so that :func:`cancel_tagged` finds the jobs whatever became of them."""
+    folder, saved = Path(tempfile.mkdtemp(prefix="gradinv-jobs-")), os.environ.get(LEDGER)
+    os.environ[LEDGER] = str(folder)
+    try:
+        yield folder
+    finally:
+        os.environ.pop(LEDGER) if saved is None else os.environ.update({LEDGER: saved})
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def tag_options(options: dict) -> dict:
+    """Slurm ``options`` for a submission: under a ledger, noted in it first, and its tag added
+    to the jobs' comment."""
+    folder = Path(os.environ.get(LEDGER, ""))
+    if not os.environ.get(LEDGER) or not folder.is_dir():
+        return options
+    (folder / "submitted").touch()
+    return {**options, "slurm_comment": " ".join(filter(None, (options.get("slurm_comment"), folder.name)))}
+
+
+def cancel_tagged(ledger: Path) -> None:
+    """Cancel this user's queued jobs that carry ``ledger``'s tag, if any was submitted (quietly
+    nothing where squeue cannot answer: it is a second line of defence)."""
+    if not (ledger / "submitted").exists():
+        return
+    try:
+        listed = _run(["squeue", "-h", "-u", str(os.geteuid()), "-o", "%F|%k"]).stdout.splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    cancel(sorted({job for job, _, comment in (ln.partition("|") for ln in listed) if ledger.name in comment.split()}))
 
 
 def start_reaper(arrays: list[str]) -> subprocess.Popen:

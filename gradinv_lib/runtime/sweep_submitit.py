@@ -70,7 +70,7 @@ def run_submitit(cluster: str, folder: Path, name: str, options: dict, calls: li
     came from: ``limit_note``, said with it)."""
     submitit = load_submitit()
     engine = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
-    engine.update_parameters(name=name, **options)
+    engine.update_parameters(name=name, **(slurm_state.tag_options(options) if cluster == "slurm" else options))
     with engine.batch():
         handles = [engine.submit(fn, *args) for _, fn, args in calls]
     arrays = sorted({h.job_id.split("_")[0] for h in handles}) if cluster == "slurm" else []
@@ -82,7 +82,8 @@ def run_submitit(cluster: str, folder: Path, name: str, options: dict, calls: li
     try:
         return _wait(watches, arrays, float(options["timeout_min"]), on_result)
     except BaseException:
-        slurm_state.cancel(arrays)
+        if not slurm_state.cancel(arrays):
+            reaper = None      # it cancels them once this process ends
         for w in watches if not arrays else ():
             w.handle.cancel(check=False)
         raise

@@ -533,7 +533,7 @@ BATCHES = None          # None: 5 batches per row
 ITERATIONS = None       # None: the trained-network setting's budget (quick: 200)
 QUICKSTART_BATCH = 8    # the one batch shown whole, as in notebook 00
 LABEL_TRIALS = 50       # random batches for the final-ReLU label measurement
-ABLATION = None         # None: Table 2's rows on the trained network for the paper profile only (quick: True adds ~9 min)
+ABLATION = None         # None: Table 2's rows on the trained network for the paper profile only (quick: True adds 4-seed runs)
 ''', metadata={"tags": ["parameters"]}),
     new_markdown_cell(READING_NOTE + """
 >

@@ -111,3 +111,28 @@ def test_epsilon_in_words_and_what_protects_under_dp():
     assert "tell them apart" in dp_attribution({"rows": rows[:3]})     # without the parts' rows: says so
     rows[2]["epsilon"] = 2.0                                         # a real (weak) guarantee: nothing to add
     assert dp_attribution({"rows": rows}) is None
+
+
+def test_headless_runs_get_notes_instead_of_widgets(monkeypatch):
+    from gradinv_lib.widgets import headless
+    from gradinv_lib.widgets.explorer import explore
+    from gradinv_lib.widgets.try_it import try_it
+    monkeypatch.setenv("GRADINV_HEADLESS", "1")
+    assert headless()
+    ctx = StudyContext("00_quickstart", "quick")
+    for shown in (explore(ctx), try_it(ctx)):
+        assert "interactive widget" in shown.data and "open the notebook in Jupyter" in shown.data
+    preview = ReconstructionPreview(torch.rand(2, 3, 8, 8), seeds=1, total=4, live=True)
+    assert preview.rows is None and preview.status is None          # nothing built
+    monkeypatch.setenv("GRADINV_HEADLESS", "0")
+    assert not headless()
+
+
+def test_reproduce_runs_kernels_headless_and_restores_the_environment(monkeypatch, tmp_path):
+    from gradinv_lib.cli import reproduce
+    seen = {}
+    monkeypatch.delenv("GRADINV_HEADLESS", raising=False)
+    monkeypatch.setattr("papermill.execute_notebook",
+                        lambda *a, **k: seen.update(value=os.environ.get("GRADINV_HEADLESS")))
+    reproduce._execute(tmp_path / "x.ipynb", tmp_path / "y.ipynb", {}, None, False)
+    assert seen["value"] == "1" and "GRADINV_HEADLESS" not in os.environ

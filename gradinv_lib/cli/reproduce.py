@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gradinv_lib.errors import InputError, MissingAssetError
 from gradinv_lib.io import write_json_atomic
+from gradinv_lib.runtime.environment import environment_variable
 from gradinv_lib.runtime.slurm_state import cancel_tagged, job_ledger
 from gradinv_lib.studies.common import repo_root
 
@@ -100,8 +101,11 @@ def _execute(notebook: Path, executed: Path, parameters: dict, kernel: str | Non
     """papermill; on Ctrl-C, end the kernel it started and cancel the Slurm jobs that the kernel's
     sweeps submitted (tagged through a ``job_ledger``), whether or not their own cleanup ran."""
     import papermill
+
+    from gradinv_lib.widgets import HEADLESS_VARIABLE
     children_before = _child_pids()
-    with job_ledger() as ledger:
+    # the kernel inherits both: its widgets become one-line notes, its Slurm jobs carry the ledger's tag
+    with environment_variable(HEADLESS_VARIABLE, "1"), job_ledger() as ledger:
         try:
             papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel,
                                        progress_bar=progress, cwd=str(notebook.parent))

@@ -17,6 +17,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .environment import environment_variable
 from .nodes import wait_while_parent
 
 # States in which a job will not run again (Slurm's job state codes).
@@ -143,12 +144,11 @@ def job_ledger():
     """A folder named in ``$GRADINV_SLURM_LEDGER`` for the child processes started inside (a
     notebook kernel): their sweeps note in it that they submit, and tag each Slurm job with its
     name (``tag_options``), so that :func:`cancel_tagged` finds the jobs whatever became of them."""
-    folder, saved = Path(tempfile.mkdtemp(prefix="gradinv-jobs-")), os.environ.get(LEDGER)
-    os.environ[LEDGER] = str(folder)
+    folder = Path(tempfile.mkdtemp(prefix="gradinv-jobs-"))
     try:
-        yield folder
+        with environment_variable(LEDGER, str(folder)):
+            yield folder
     finally:
-        os.environ.pop(LEDGER) if saved is None else os.environ.update({LEDGER: saved})
         shutil.rmtree(folder, ignore_errors=True)
 
 

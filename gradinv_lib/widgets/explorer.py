@@ -13,6 +13,7 @@ from pathlib import Path
 from gradinv_lib.studies.common import StudyContext, markdown_table, results_dir
 from gradinv_lib.studies.gallery import SECTIONS
 
+from . import HEADLESS_NOTE, headless
 from .preview import png_row
 
 # result -> (its cached tensors, the committed figure of its reconstructions; {curve} for defences,
@@ -145,7 +146,10 @@ class Explorer:
 
 def explore(ctx: StudyContext):
     """The explorer over every notebook's committed results, ``ctx``'s own folder for its notebook
-    (so a scratch run is browsed too); returns the widget to display."""
+    (so a scratch run is browsed too); returns the widget to display (headless: a note)."""
+    if headless():
+        from IPython.display import Markdown
+        return Markdown(HEADLESS_NOTE.format("The explorer of the cached results"))
     folders = {nb: results_dir(ctx.profile_name, nb) for nb in SECTIONS}
     folders[ctx.notebook] = ctx.out
     folders = {nb: f for nb, f in folders.items() if any((f / f"{n}.json").exists() for n, *_ in SECTIONS[nb][1])}

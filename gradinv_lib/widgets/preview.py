@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from . import headless
+
 TILE = 96          # displayed side of one image, in pixels (an integer multiple of the image side)
 
 
@@ -48,7 +50,7 @@ class ReconstructionPreview:
         self.scale = max(1, TILE // originals.shape[-1])
         self.first, self.shown, self.rows, self.status = None, 0.0, None, None   # first: (time, iteration)
         self.iteration = 0
-        if live:
+        if live and not headless():
             self._build(originals, seeds)
 
     def _build(self, originals: torch.Tensor, seeds: int) -> None:

@@ -10,6 +10,8 @@ import torch
 
 from gradinv_lib.studies.common import StudyContext
 
+from . import HEADLESS_NOTE, headless
+
 # label -> (defence curve, strength) of studies.defences.make_defence; None: the plain FedSGD client
 DEFENCE_CHOICES = {"none (FedSGD)": None, "gradient pruning, keep 1%": ("pruning", 0.01),
                    "DP-SGD, noise multiplier 0.001": ("dp", 1e-3), "BN statistics withheld": ("dp_parts", 1),
@@ -58,7 +60,11 @@ def attack_once(ctx: StudyContext, batch_size: int, iterations: int, seeds: int,
 
 
 def try_it(ctx: StudyContext):
-    """The panel: sliders, a defence menu, the expected time, Run; returns the widget to display."""
+    """The panel: sliders, a defence menu, the expected time, Run; returns the widget to display
+    (headless: a note)."""
+    if headless():
+        from IPython.display import Markdown
+        return Markdown(HEADLESS_NOTE.format("The try-it panel"))
     import ipywidgets as w
     from IPython.display import HTML, display
 

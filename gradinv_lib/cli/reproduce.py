@@ -143,9 +143,6 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-HEADLESS_PARAMETERS = {"00_quickstart": {"LIVE_PREVIEW": False}}
-
-
 def reproduce(profile: str = "quick", only: list[str] | None = None, force: bool = False,
               kernel: str | None = None, progress: bool = True, echo=print) -> list[NotebookOutcome]:
     """Run the notebooks (``only``: names or name prefixes such as ``01``), then the gallery."""
@@ -161,8 +158,7 @@ def reproduce(profile: str = "quick", only: list[str] | None = None, force: bool
     outcomes = []
     for i, nb in enumerate(notebooks, 1):
         echo(f"[{i}/{len(notebooks)}] {nb.stem} ({profile}) ...")
-        outcome = run_notebook(nb, profile, HEADLESS_PARAMETERS.get(nb.stem, {}), executed_dir, force,
-                               kernel, progress)
+        outcome = run_notebook(nb, profile, {}, executed_dir, force, kernel, progress)   # headless: no live preview
         outcomes.append(outcome)
         detail = {"ran": f"done in {outcome.seconds:.0f} s ({outcome.cpu_seconds:.0f} s CPU) -> {outcome.executed}",
                   "current": f"results are current, skipped (last run {outcome.seconds:.0f} s, "

@@ -29,7 +29,7 @@ from gradinv_lib.profiles import TRAINED_NETWORK_PROFILES
 
 from .ablation import ablation_table, strength_table
 from .aggregate import mark_directions
-from .common import StudyContext, load_results, pick, save_results, save_tensors
+from .common import StudyContext, load_results, output_folder, pick, save_results, save_tensors
 from .identifiability import claims as identifiability_claims
 from .identifiability import iip_study
 from .tables import RowSpec, claims_markdown, run_table, summarise
@@ -153,19 +153,12 @@ def _hidden_line(out) -> str:
             f"on its random twin (min rule {100 * twin['min_rule_accuracy']:.1f}%).")
 
 
-def _has(out, name: str) -> bool:
-    try:
-        load_results(out, name)
-    except MissingAssetError:
-        return False
-    return True
-
-
 def claims(out) -> str:
     """Markdown measured from this study's cache: the labels the final ReLU hides, Tables 3 and 4
     on the trained network, Fig. 8's populations and the quickstart's batch (whatever is cached)."""
     from . import quickstart
-    tables = [(name, title) for name, title in TITLES.items() if name != "table2_ablation" or _has(out, name)]
+    tables = [(name, title) for name, title in TITLES.items()
+              if name != "table2_ablation" or (output_folder(out) / f"{name}.json").exists()]
     parts = [claims_markdown(out, tables)]
     for text in (lambda: _hidden_line(out), lambda: identifiability_claims(out), lambda: quickstart.claims(out)):
         try:

@@ -3,6 +3,7 @@ Plotting only reads results; it never computes them."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -43,8 +44,8 @@ def image_grid(rows: dict[str, torch.Tensor], column_titles=None, scale: float =
                 ax.imshow(rows[name][c].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
             if c == 0:
                 ax.set_ylabel(name, fontsize=9)
-            if r == 0 and column_titles is not None and c < len(column_titles):
-                ax.set_title(str(column_titles[c]), fontsize=8)
+            if r == 0 and column_titles is not None and c < len(column_titles):   # wrapped to its column
+                ax.set_title(textwrap.fill(str(column_titles[c]), width=max(8, int(17 * scale))), fontsize=8)
     fig.tight_layout()
     return fig
 
